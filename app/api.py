@@ -1,0 +1,317 @@
+"""HTTP endpoints: parse, call Store (or queue), answer. Errors map to statuses in ERROR_HANDLERS."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import keys, models, queue
+from .config import Settings
+from .errors import AppError, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType
+from .models import decode, encode
+from .store import SessionRow, Store
+
+JSON = "application/json"
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(encode(data), status, media_type=JSON)
+
+
+def _store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    # Browsers may post JSON as text/plain to skip a preflight; only form encodings are refused.
+    if request.headers.get("content-type", "").startswith(_FORM_TYPES):
+        raise UnsupportedMediaType("body must be JSON (Content-Type: application/json)")
+    return models.json_object(await request.body())
+
+
+# -- messages -----------------------------------------------------------------------------------
+
+
+async def post_comment(request: Request) -> Response:
+    settings = _settings(request)
+    plan = models.plan_append(await _body(request), settings)
+    result = await _store(request).append_message(plan)
+    if result.status in ("ok", "duplicate"):
+        status = "success" if result.status == "ok" else "duplicate"
+        return json_response({"id": plan.id, "timestamp": result.timestamp, "status": status, "key": result.key})
+    if result.status == "backlog":
+        raise PayloadTooLarge(
+            "conversation is full of pending/processing messages; complete them before posting more",
+            key=result.key, limit=result.limit, size=result.current + result.size, backlog=result.current,
+        )
+    if result.size > result.limit:
+        raise PayloadTooLarge("message is larger than the per-key limit", key=result.key, limit=result.limit, size=result.size)
+    raise PayloadTooLarge(
+        "God Mode session is full", key=result.key, limit=result.limit, size=result.current + result.size
+    )
+
+
+_POLL_TAIL = b'],"nextAfter":%d,"hasMore":%s,"globalScore":%d'
+
+
+async def get_comments(request: Request) -> Response:
+    query = models.poll_query(request.query_params)
+    page = await _store(request).read_stream(query.after, query.limit, query.type_flag)
+    body = b'{"messages":[' + b",".join(page.messages)
+    body += _POLL_TAIL % (page.next_after, b"true" if page.has_more else b"false", page.global_score)
+    version = _settings(request).client_version
+    body += b',"version":' + encode(version) + b"}" if version else b"}"
+    return Response(body, media_type=JSON)
+
+
+async def patch_comment(request: Request) -> Response:
+    message_id = models.ident(request.path_params["id"], "id")
+    score = models.eq_score(await _body(request))
+    message, global_score = await queue.update_score(_store(request), message_id, score)
+    return json_response({"success": True, "message": message, "globalScore": global_score})
+
+
+def _array(rows: list[bytes]) -> Response:
+    return Response(b"[" + b",".join(rows) + b"]", media_type=JSON)
+
+
+async def get_conversation(request: Request) -> Response:
+    human_user, human_color, ai_user, ai_color = models.pair_query(request.query_params)
+    assert ai_user is not None and ai_color is not None
+    after = models.query_int(request.query_params, "after", 0, -1, models.MAX_TS)
+    limit = models.query_int(request.query_params, "limit", 100, 1, 1000)
+    store = _store(request)
+    if ai_user.lower() == "godmode":
+        return _array(await store.read_pair(human_user, human_color, ai_user, ai_color, after, limit))
+    return _array(await store.read_conversation(keys.conv_key(human_user, human_color, ai_user, ai_color), after, limit))
+
+
+# -- God Mode sessions --------------------------------------------------------------------------
+
+
+def _summary(human_user: str, human_color: str, row: SessionRow) -> dict[str, Any]:
+    ai_user, ai_color, session_id = row.member.split(":", 2)
+    first, last = decode(row.first), decode(row.last)
+    meta = decode(row.meta) if row.meta else {}
+    if first.get("message-type") == "human":
+        question = first.get("text")
+    elif row.replied:
+        question = decode(row.replied).get("text")
+    else:
+        question = meta.get("humanQuestion") if isinstance(meta, dict) else None
+    return {
+        "sessionId": session_id,
+        "key": keys.godmode_key(human_user, human_color, ai_user, ai_color, session_id),
+        "humanUsername": human_user,
+        "humanColor": human_color,
+        "aiUsername": ai_user,
+        "aiColor": ai_color,
+        "firstTimestamp": first.get("timestamp"),
+        "lastTimestamp": last.get("timestamp"),
+        "messageCount": row.count,
+        "bytes": row.bytes,
+        "question": question,
+    }
+
+
+async def _one_session(request: Request, session_id: str) -> Response:
+    session_id = models.ident(session_id, "sessionId")
+    human_user, human_color, ai_user, ai_color = models.pair_query(request.query_params, ai_required=False)
+    rows = await _store(request).read_sessions(human_user, human_color, ai_user, ai_color, session_id, with_messages=True)
+    if not rows:
+        raise NotFound(f"no God Mode session {session_id} for {human_user}:{human_color}", sessionId=session_id)
+    row = rows[-1]
+    messages = row.messages or []
+    body = b'{"session":' + encode(_summary(human_user, human_color, row)) + b',"messages":['
+    body += b",".join(messages) + b'],"messageCount":%d}' % len(messages)
+    return Response(body, media_type=JSON)
+
+
+async def get_godmode_conversation(request: Request) -> Response:
+    return await _one_session(request, request.query_params.get("sessionId", ""))
+
+
+async def get_godmode_session(request: Request) -> Response:
+    return await _one_session(request, request.path_params["session_id"])
+
+
+async def list_godmode_sessions(request: Request) -> Response:
+    human_user, human_color, ai_user, ai_color = models.pair_query(request.query_params, ai_required=False)
+    rows = await _store(request).read_sessions(human_user, human_color, ai_user, ai_color)
+    sessions = [_summary(human_user, human_color, row) for row in rows]
+    sessions.sort(key=lambda s: s["firstTimestamp"] or 0, reverse=True)
+    return json_response({"sessions": sessions, "total": len(sessions)})
+
+
+async def post_godmode_session(request: Request) -> Response:
+    meta = models.session_meta(await _body(request), _settings(request))
+    await _store(request).save_session_meta(meta.key, meta.data)
+    return json_response({"success": True, "sessionKey": meta.key, "messageCount": meta.message_count})
+
+
+# -- queue --------------------------------------------------------------------------------------
+
+
+async def claim_next(request: Request) -> Response:
+    worker = models.worker_id(await _body(request))
+    message, total, remaining = await queue.claim_next(_store(request), worker)
+    if message is None:
+        return json_response(
+            {"success": False, "message": None, "reason": "no_pending_messages", "totalPending": 0, "remainingPending": 0}
+        )
+    return json_response({"success": True, "message": message, "totalPending": total, "remainingPending": remaining})
+
+
+async def claim(request: Request) -> Response:
+    body = await _body(request)
+    message_id, worker = models.message_id(body), models.worker_id(body)
+    return json_response({"success": True, "message": await queue.claim(_store(request), message_id, worker)})
+
+
+async def complete(request: Request) -> Response:
+    await queue.complete(_store(request), models.message_id(await _body(request)))
+    return json_response({"success": True})
+
+
+async def get_pending(request: Request) -> Response:
+    limit = models.query_int(request.query_params, "limit", 10, 1, 1000)
+    messages, waiting, processing = await queue.pending(_store(request), limit)
+    return json_response(
+        {"pending": messages, "platformOnly": [], "kvStats": {"pending": waiting, "processing": processing, "returned": len(messages)}}
+    )
+
+
+# -- operations ---------------------------------------------------------------------------------
+
+
+def _stats_body(counters: dict[str, int]) -> dict[str, Any]:
+    return {
+        "keys": {"conv": counters.get("convKeys", 0), "godmode": counters.get("godmodeKeys", 0)},
+        "messages": counters.get("messages", 0),
+        "bytes": counters.get("bytes", 0),
+        "pending": counters.get("pending", 0),
+        "processing": counters.get("processing", 0),
+        "globalScore": counters.get("globalScore", 0),
+    }
+
+
+async def admin_stats(request: Request) -> Response:
+    return json_response(_stats_body(await _store(request).stats()))
+
+
+async def admin_purge(request: Request) -> Response:
+    token = _settings(request).admin_token
+    if not token:
+        raise Forbidden("admin purge is disabled: set ADMIN_TOKEN to enable it")
+    given = request.headers.get("authorization", "")
+    if not given.startswith("Bearer "):
+        raise Unauthorized("Authorization: Bearer <ADMIN_TOKEN> required")
+    if not hmac.compare_digest(given[7:].encode(), token.encode()):
+        raise Forbidden("wrong admin token")
+    deleted = await _store(request).purge()
+    return json_response({"success": True, "deletedKeys": deleted})
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    try:
+        await _store(request).ping()
+    except AppError:
+        return json_response({"status": "unavailable", "redis": False}, 503)
+    return json_response({"status": "ok", "redis": True})
+
+
+def routes(settings: Settings) -> list[Route]:
+    limit = settings.max_body_bytes
+    return [
+        Route("/api/comments", post_comment, methods=["POST"], max_body_size=limit),
+        Route("/api/comments", get_comments, methods=["GET"]),
+        Route("/api/comments/{id}", patch_comment, methods=["PATCH"], max_body_size=limit),
+        Route("/api/conversation", get_conversation, methods=["GET"]),
+        Route("/api/godmode-conversation", get_godmode_conversation, methods=["GET"]),
+        Route("/api/godmode-session/{session_id}", get_godmode_session, methods=["GET"]),
+        Route("/api/godmode-sessions", list_godmode_sessions, methods=["GET"]),
+        Route("/api/godmode-session", post_godmode_session, methods=["POST"], max_body_size=limit),
+        Route("/api/queue/claim-next", claim_next, methods=["POST"], max_body_size=limit),
+        Route("/api/queue/claim", claim, methods=["POST"], max_body_size=limit),
+        Route("/api/queue/complete", complete, methods=["POST"], max_body_size=limit),
+        Route("/api/queue/pending", get_pending, methods=["GET"]),
+        Route("/api/admin/stats", admin_stats, methods=["GET"]),
+        Route("/api/admin/purge", admin_purge, methods=["POST"], max_body_size=limit),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+
+
+# -- errors and CORS ----------------------------------------------------------------------------
+
+
+async def _app_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AppError)
+    return json_response(exc.body(), exc.status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code in (404, 405):  # unknown route or method: one answer for both
+        return json_response({"error": "Not found"}, 404)
+    if exc.status_code == 413:
+        return json_response({"error": "request body is larger than the limit", "field": "body"}, 413)
+    return json_response({"error": exc.detail}, exc.status_code)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    return json_response({"error": "internal error"}, 500)
+
+
+ERROR_HANDLERS = {AppError: _app_error, HTTPException: _http_error, Exception: _unexpected}
+
+_CORS = [(b"access-control-allow-origin", b"*")]
+_PREFLIGHT = [
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-allow-methods", b"GET, POST, PUT, DELETE, OPTIONS, PATCH"),
+    (b"access-control-allow-headers", b"Content-Type, Authorization"),
+    (b"access-control-max-age", b"86400"),
+    (b"content-length", b"0"),
+]
+
+
+class CORS:
+    """Answers OPTIONS on any path with 204 and adds Allow-Origin to every other response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if scope["method"] == "OPTIONS":
+            await send({"type": "http.response.start", "status": 204, "headers": _PREFLIGHT})
+            await send({"type": "http.response.body", "body": b""})
+            return None
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *_CORS]
+            await send(message)
+
+        return await self.app(scope, receive, send_with_cors)
+

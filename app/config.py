@@ -1,0 +1,89 @@
+"""Settings: the only reader of the environment. Every bad variable is reported at once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    """One or more environment variables are missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    max_key_bytes: int = 131072  # the old store's per-value ceiling: one session must fit in it
+    conv_window: int = 300  # newest messages a conv: key keeps
+    stream_window: int = 100_000  # entries the global poll index keeps
+    idempotency_ttl_s: int = 86_400  # how long a trimmed message's id still answers "duplicate"
+    claim_timeout_s: int = 900  # a God Mode session keeps a worker busy for minutes
+    max_body_bytes: int = 2 * 1024 * 1024  # context is up to 200 displayed messages of up to 8 KB
+    max_session_meta_bytes: int = 64 * 1024
+    redis_max_connections: int = 256  # per worker; bounds sockets under a burst
+    redis_timeout_s: float = 5.0
+    default_domain: str = "saywhatwant.app"
+    client_version: str | None = None
+    admin_token: str | None = field(default=None, repr=False)
+
+
+_INT_VARS = {
+    "MAX_KEY_BYTES": ("max_key_bytes", 1024),
+    "CONV_WINDOW": ("conv_window", 1),
+    "STREAM_WINDOW": ("stream_window", 1),
+    "IDEMPOTENCY_TTL_S": ("idempotency_ttl_s", 1),
+    "CLAIM_TIMEOUT_S": ("claim_timeout_s", 1),
+    "MAX_BODY_BYTES": ("max_body_bytes", 1024),
+    "MAX_SESSION_META_BYTES": ("max_session_meta_bytes", 1024),
+    "REDIS_MAX_CONNECTIONS": ("redis_max_connections", 1),
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    errors: list[str] = []
+
+    url = env.get("REDIS_URL")
+    if url is not None:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            errors.append("REDIS_URL must start with redis://, rediss:// or unix://")
+        values["redis_url"] = url
+
+    for var, (name, minimum) in _INT_VARS.items():
+        raw = env.get(var)
+        if raw is None or raw == "":
+            continue
+        try:
+            number = int(raw)
+        except ValueError:
+            errors.append(f"{var} must be an integer, got {raw!r}")
+            continue
+        if number < minimum:
+            errors.append(f"{var} must be >= {minimum}, got {number}")
+            continue
+        values[name] = number
+
+    raw_timeout = env.get("REDIS_TIMEOUT_S")
+    if raw_timeout:
+        try:
+            timeout = float(raw_timeout)
+            if not timeout > 0:
+                raise ValueError
+            values["redis_timeout_s"] = timeout
+        except ValueError:
+            errors.append(f"REDIS_TIMEOUT_S must be a positive number, got {raw_timeout!r}")
+
+    for var, name in (("CLIENT_VERSION", "client_version"), ("ADMIN_TOKEN", "admin_token")):
+        if env.get(var):
+            values[name] = env[var]
+    if env.get("DEFAULT_DOMAIN"):
+        values["default_domain"] = env["DEFAULT_DOMAIN"]
+
+    if errors:
+        raise ConfigError("invalid configuration: " + "; ".join(errors))
+    settings = Settings(**values)  # type: ignore[arg-type]
+    if settings.max_session_meta_bytes > settings.max_body_bytes:
+        raise ConfigError("invalid configuration: MAX_SESSION_META_BYTES must not exceed MAX_BODY_BYTES")
+    return settings

@@ -1,0 +1,150 @@
+-- append_message: store one message and update every index in one atomic step.
+--
+-- KEYS[1]  message key: conv:... or godmode:...    zset  ts -> message JSON
+-- KEYS[2]  size:{message key}                      hash  total, inflight (bytes of members)
+-- KEYS[3]  inflight:{message key}                  zset  id -> ts, pending/processing messages
+-- KEYS[4]  store:msgloc                            hash  id -> "<ts> <domain> <message key>"
+-- KEYS[5]  store:msgloc:expiry                     zset  trimmed id -> ms its record lapses
+-- KEYS[6]  store:stream                            stream  "<ts>-0" k=<message key> t=h|a
+-- KEYS[7]  store:clock                             string  last timestamp handed out
+-- KEYS[8]  store:stats                             hash  counters, globalScore
+-- KEYS[9]  queue:pending                           zset  id -> rank
+-- KEYS[10] queue:context:{id}                      string  the bot's context JSON
+-- KEYS[11] sessions:{hU}:{hC}                      zset  "{aU}:{aC}:{sid}" (godmode only)
+--
+-- ARGV[1]  id
+-- ARGV[2]  JSON head, ending in '"timestamp":'
+-- ARGV[3]  JSON tail after the domain, starting with ','
+-- ARGV[4]  second tail part: when not '', the tail ends in a timestamp placeholder
+--          (completedAt) and the message is head..ts..domain..ARGV[3]..ts..ARGV[4]
+-- ARGV[5]  domain ('' = take the replied-to message's, else ARGV[6])
+-- ARGV[6]  default domain
+-- ARGV[7]  replyTo id ('' = none)
+-- ARGV[8]  'conv' | 'godmode'
+-- ARGV[9]  conv window (messages)
+-- ARGV[10] max bytes per message key
+-- ARGV[11] stream window (entries)
+-- ARGV[12] idempotency ttl after trim (ms)
+-- ARGV[13] type flag 'h' | 'a'
+-- ARGV[14] eqScore
+-- ARGV[15] queue rank base ('' = not queued; else rank = base + ts)
+-- ARGV[16] context JSON ('' = none)
+-- ARGV[17] session member for KEYS[11] ('' = none)
+--
+-- Returns one of
+--   {'ok', ts, domain}
+--   {'duplicate', "<ts> <domain> <key>"}
+--   {'too_large', size, limit, current}     one message bigger than the limit, or a full session
+--   {'backlog', size, limit, inflight}      conv: in-flight messages alone leave no room
+
+local key = KEYS[1]
+local id = ARGV[1]
+local now_t = redis.call('TIME')
+local now = tonumber(now_t[1]) * 1000 + math.floor(tonumber(now_t[2]) / 1000)
+
+-- Forget idempotency records of trimmed messages whose time is up (bounded work per call).
+local lapsed = redis.call('ZRANGE', KEYS[5], '-inf', now, 'BYSCORE', 'LIMIT', 0, 16)
+if #lapsed > 0 then
+  redis.call('HDEL', KEYS[4], unpack(lapsed))
+  redis.call('ZREM', KEYS[5], unpack(lapsed))
+end
+
+local seen = redis.call('HGET', KEYS[4], id)
+if seen then
+  return {'duplicate', seen}
+end
+
+local domain = ARGV[5]
+if domain == '' then
+  domain = ARGV[6]
+  if ARGV[7] ~= '' then
+    local parent = redis.call('HGET', KEYS[4], ARGV[7])
+    if parent then
+      domain = string.match(parent, '^%d+ (%S+) ') or domain
+    end
+  end
+end
+
+-- Strictly increasing across every writer: a poller that saw T never misses a later commit.
+local ts = now
+local last = tonumber(redis.call('GET', KEYS[7]) or '0')
+if ts <= last then ts = last + 1 end
+local ts_s = string.format('%.0f', ts)
+
+local member = ARGV[2] .. ts_s .. ',"domain":"' .. domain .. '"' .. ARGV[3]
+if ARGV[4] ~= '' then member = member .. ts_s .. ARGV[4] end
+local size = #member
+local limit = tonumber(ARGV[10])
+local sizes = redis.call('HMGET', KEYS[2], 'total', 'inflight')
+local total = tonumber(sizes[1] or '0')
+local inflight_bytes = tonumber(sizes[2] or '0')
+
+if size > limit then
+  return {'too_large', size, limit, total}
+end
+
+local count = redis.call('ZCARD', key)
+local stats_messages, stats_bytes = 1, size
+
+if ARGV[8] == 'godmode' then
+  if total + size > limit then
+    return {'too_large', size, limit, total}
+  end
+else
+  if inflight_bytes + size > limit then
+    return {'backlog', size, limit, inflight_bytes}
+  end
+  local window = tonumber(ARGV[9])
+  local inflight_count = redis.call('ZCARD', KEYS[3])
+
+  -- Rank of the oldest message that is neither pending nor processing. In-flight entries are
+  -- a subset of the key, so the p oldest members are all in flight exactly when
+  -- ZCOUNT(key, -inf, p-th in-flight ts) == p; binary search keeps this O(log^2) however many
+  -- are in flight.
+  local function oldest_evictable()
+    local lo, hi = 0, inflight_count
+    while lo < hi do
+      local mid = math.floor((lo + hi + 1) / 2)
+      local s = redis.call('ZRANGE', KEYS[3], mid - 1, mid - 1, 'WITHSCORES')[2]
+      if redis.call('ZCOUNT', key, '-inf', s) == mid then lo = mid else hi = mid - 1 end
+    end
+    return lo
+  end
+
+  local expiry = string.format('%.0f', now + tonumber(ARGV[12]))
+  while count > inflight_count and (count >= window or total + size > limit) do
+    local rank = oldest_evictable()
+    local victim = redis.call('ZRANGE', key, rank, rank, 'WITHSCORES')
+    redis.call('ZREMRANGEBYRANK', key, rank, rank)
+    redis.call('XDEL', KEYS[6], victim[2] .. '-0')
+    local victim_id = string.match(victim[1], '^{"id":"([^"]+)"')
+    if victim_id then redis.call('ZADD', KEYS[5], expiry, victim_id) end
+    count = count - 1
+    total = total - #victim[1]
+    stats_messages = stats_messages - 1
+    stats_bytes = stats_bytes - #victim[1]
+  end
+end
+
+redis.call('SET', KEYS[7], ts_s)
+redis.call('ZADD', key, ts_s, member)
+redis.call('HINCRBY', KEYS[2], 'total', stats_bytes)
+redis.call('XADD', KEYS[6], 'MAXLEN', ARGV[11], ts_s .. '-0', 'k', key, 't', ARGV[13])
+redis.call('HSET', KEYS[4], id, ts_s .. ' ' .. domain .. ' ' .. key)
+
+if count == 0 then
+  redis.call('HINCRBY', KEYS[8], ARGV[8] .. 'Keys', 1)
+  if ARGV[17] ~= '' then redis.call('ZADD', KEYS[11], 0, ARGV[17]) end
+end
+if stats_messages ~= 0 then redis.call('HINCRBY', KEYS[8], 'messages', stats_messages) end
+redis.call('HINCRBY', KEYS[8], 'bytes', stats_bytes)
+if ARGV[14] ~= '0' then redis.call('HINCRBY', KEYS[8], 'globalScore', ARGV[14]) end
+
+if ARGV[15] ~= '' then
+  redis.call('ZADD', KEYS[9], string.format('%.0f', tonumber(ARGV[15]) + ts), id)
+  redis.call('ZADD', KEYS[3], ts_s, id)
+  redis.call('HINCRBY', KEYS[2], 'inflight', size)
+  if ARGV[16] ~= '' then redis.call('SET', KEYS[10], ARGV[16]) end
+end
+
+return {'ok', ts_s, domain}

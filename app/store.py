@@ -1,0 +1,370 @@
+"""The only module that talks to Redis. Scripts live in lua/, one atomic operation per file."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from . import keys
+from .config import Settings
+from .errors import Conflict, StoreUnavailable
+from .models import AppendPlan
+
+T = TypeVar("T")
+
+SCRIPTS = (
+    "append_message",
+    "read_stream",
+    "read_pair",
+    "read_message",
+    "peek_queue",
+    "replace_message",
+    "read_sessions",
+)
+
+
+def _lua(name: str) -> str:
+    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    status: str  # ok | duplicate | too_large | backlog
+    timestamp: int = 0
+    key: str = ""
+    domain: str = ""
+    size: int = 0
+    limit: int = 0
+    current: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPage:
+    global_score: int
+    next_after: int
+    has_more: bool
+    messages: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    now: int
+    key: str
+    ts: str
+    raw: bytes | None  # None: the id is known but its message was trimmed
+    context: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePeek:
+    now: int
+    pending: int
+    processing: int
+    kind: str  # '' | 'pending' | 'expired'
+    id: str = ""
+    key: str = ""
+    ts: str = ""
+    raw: bytes | None = None
+    context: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    member: str
+    count: int
+    bytes: int
+    first: bytes
+    last: bytes
+    replied: bytes | None
+    meta: bytes | None
+    messages: list[bytes] | None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _location(loc: bytes) -> tuple[int, str]:
+    ts, _domain, key = loc.decode().split(" ", 2)
+    return int(ts), key
+
+
+class Store:
+    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.settings = settings
+        self._scripts = {name: client.register_script(_lua(name)) for name in SCRIPTS}
+        self._append_static = (
+            str(settings.conv_window),
+            str(settings.max_key_bytes),
+            str(settings.stream_window),
+            str(settings.idempotency_ttl_s * 1000),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Store:
+        client = aioredis.Redis.from_url(
+            settings.redis_url,
+            max_connections=settings.redis_max_connections,
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+            health_check_interval=30,
+            # Only reconnects are retried: every write carries an id, so a replay is idempotent.
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
+            retry_on_error=[RedisConnectionError],
+        )
+        return cls(client, settings)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def _run(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except ResponseError as exc:
+            # Someone (an operator, another app) put a different type under one of our keys.
+            # Scripts touch the message key before their first write, so nothing was written.
+            if "WRONGTYPE" in str(exc):
+                raise Conflict("a key this request needs holds another data type; see the server log") from exc
+            raise StoreUnavailable(f"storage error: {exc}") from exc
+        except RedisError as exc:
+            raise StoreUnavailable(f"storage unavailable: {type(exc).__name__}") from exc
+
+    async def ping(self) -> bool:
+        await self._run(self.redis.ping())
+        return True
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    async def append_message(self, plan: AppendPlan) -> AppendResult:
+        window, max_bytes, stream_window, ttl_ms = self._append_static
+        reply = await self._run(
+            self._scripts["append_message"](
+                keys=(
+                    plan.key,
+                    keys.size_key(plan.key),
+                    keys.inflight_key(plan.key),
+                    keys.MSGLOC,
+                    keys.MSGLOC_EXPIRY,
+                    keys.STREAM,
+                    keys.CLOCK,
+                    keys.STATS,
+                    keys.PENDING,
+                    keys.context_key(plan.id),
+                    plan.human_sessions_key or keys.STATS,  # unused slot when not a session
+                ),
+                args=(
+                    plan.id,
+                    plan.head,
+                    plan.tail,
+                    plan.tail_after_completed,
+                    plan.domain,
+                    self.settings.default_domain,
+                    plan.reply_to,
+                    plan.kind,
+                    window,
+                    max_bytes,
+                    stream_window,
+                    ttl_ms,
+                    "a" if plan.is_ai else "h",
+                    plan.eq_score,
+                    "" if plan.queue_rank_base is None else plan.queue_rank_base,
+                    plan.context,
+                    plan.session_member,
+                ),
+            )
+        )
+        status = _text(reply[0])
+        if status == "ok":
+            return AppendResult("ok", int(reply[1]), plan.key, _text(reply[2]))
+        if status == "duplicate":
+            ts, key = _location(reply[1])
+            return AppendResult("duplicate", ts, key)
+        return AppendResult(status, size=int(reply[1]), limit=int(reply[2]), current=int(reply[3]), key=plan.key)
+
+    async def replace_message(
+        self, msg: StoredMessage, message_id: str, new_raw: bytes, move: str = "", score: int = 0, delta: int = 0
+    ) -> bool:
+        assert msg.raw is not None or move == "drop"
+        done = await self._run(
+            self._scripts["replace_message"](
+                keys=(
+                    msg.key or keys.STATS,
+                    keys.size_key(msg.key),
+                    keys.inflight_key(msg.key),
+                    keys.PENDING,
+                    keys.PROCESSING,
+                    keys.context_key(message_id),
+                    keys.STATS,
+                ),
+                args=(message_id, msg.ts, msg.raw or b"", new_raw, move, score, delta),
+            )
+        )
+        return bool(done)
+
+    async def drop_queue_entry(self, message_id: str) -> None:
+        await self._run(
+            self._scripts["replace_message"](
+                keys=(keys.STATS, keys.STATS, keys.STATS, keys.PENDING, keys.PROCESSING, keys.context_key(message_id), keys.STATS),
+                args=(message_id, "0", b"", b"", "drop", 0, 0),
+            )
+        )
+
+    async def save_session_meta(self, key: str, data: bytes) -> None:
+        await self._run(self.redis.set(key, data))
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    async def read_stream(self, after: int, limit: int, type_flag: str) -> StreamPage:
+        start = "-" if after < 0 else f"({after}-0"
+        reply = await self._run(self._scripts["read_stream"](keys=(keys.STREAM, keys.STATS), args=(start, limit, type_flag)))
+        return StreamPage(int(reply[0]), int(reply[1]) or after, bool(reply[2]), reply[3:])
+
+    async def read_conversation(self, key: str, after: int, limit: int) -> list[bytes]:
+        rows: list[bytes] = await self._run(
+            self.redis.zrange(key, "+inf", f"({after}", desc=True, byscore=True, offset=0, num=limit)
+        )
+        rows.reverse()
+        return rows
+
+    async def read_pair(self, human_user: str, human_color: str, ai_user: str, ai_color: str, after: int, limit: int) -> list[bytes]:
+        result: list[bytes] = await self._run(
+            self._scripts["read_pair"](
+                keys=(keys.conv_key(human_user, human_color, ai_user, ai_color), keys.human_sessions_key(human_user, human_color)),
+                args=(*keys.session_pair_range(ai_user, ai_color), keys.human_godmode_prefix(human_user, human_color), f"({after}", limit),
+            )
+        )
+        return result
+
+    async def read_message(self, message_id: str) -> StoredMessage | None:
+        reply = await self._run(self._scripts["read_message"](keys=(keys.MSGLOC, keys.context_key(message_id)), args=(message_id,)))
+        if len(reply) == 1:
+            return None
+        return StoredMessage(int(reply[0]), _text(reply[1]), _text(reply[2]), reply[3] or None, reply[4] or None)
+
+    async def peek_queue(self) -> QueuePeek:
+        reply = await self._run(
+            self._scripts["peek_queue"](
+                keys=(keys.PENDING, keys.PROCESSING, keys.MSGLOC),
+                args=(self.settings.claim_timeout_s * 1000, keys.CONTEXT_PREFIX),
+            )
+        )
+        now, pending, processing, kind = int(reply[0]), int(reply[1]), int(reply[2]), _text(reply[3])
+        if not kind:
+            return QueuePeek(now, pending, processing, "")
+        if len(reply) < 6:
+            return QueuePeek(now, pending, processing, kind, _text(reply[4]))
+        return QueuePeek(
+            now, pending, processing, kind, _text(reply[4]), _text(reply[5]), _text(reply[6]), reply[7] or None, reply[8] or None
+        )
+
+    async def pending_ids(self, limit: int) -> list[str]:
+        ids = await self._run(self.redis.zrange(keys.PENDING, 0, limit - 1))
+        return [_text(i) for i in ids]
+
+    async def queue_counts(self) -> tuple[int, int]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(keys.PENDING)
+            pipe.zcard(keys.PROCESSING)
+            pending, processing = await self._run(pipe.execute())
+        return int(pending), int(processing)
+
+    async def read_sessions(
+        self,
+        human_user: str,
+        human_color: str,
+        ai_user: str | None,
+        ai_color: str | None,
+        session_id: str = "",
+        with_messages: bool = False,
+    ) -> list[SessionRow]:
+        if ai_user is not None and ai_color is not None:
+            lex = keys.session_pair_range(ai_user, ai_color)
+        else:
+            lex = ("-", "+")
+        reply = await self._run(
+            self._scripts["read_sessions"](
+                keys=(keys.human_sessions_key(human_user, human_color), keys.MSGLOC),
+                args=(
+                    *lex,
+                    keys.human_godmode_prefix(human_user, human_color),
+                    keys.SIZE_PREFIX,
+                    keys.SIZE_SUFFIX,
+                    keys.SESSION_META_PREFIX,
+                    session_id,
+                    "1" if with_messages else "0",
+                ),
+            )
+        )
+        return [
+            SessionRow(_text(reply[i]), int(reply[i + 1]), int(reply[i + 2]), reply[i + 3], reply[i + 4],
+                       reply[i + 5] or None, reply[i + 6] or None, reply[i + 7] or None)
+            for i in range(0, len(reply), 8)
+        ]
+
+    async def get_session_meta(self, session_id: str) -> bytes | None:
+        meta: bytes | None = await self._run(self.redis.get(keys.session_meta_key(session_id)))
+        return meta
+
+    # -- operations -----------------------------------------------------------------------------
+
+    async def stats(self) -> dict[str, int]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.STATS)
+            pipe.zcard(keys.PENDING)
+            pipe.zcard(keys.PROCESSING)
+            counters, pending, processing = await self._run(pipe.execute())
+        out = {_text(k): int(v) for k, v in counters.items()}
+        out["pending"], out["processing"] = int(pending), int(processing)
+        return out
+
+    async def scan(self, pattern: str, count: int = 1000) -> AsyncIterator[bytes]:
+        try:
+            async for key in self.redis.scan_iter(match=pattern, count=count):
+                yield key
+        except RedisError as exc:
+            raise StoreUnavailable(f"storage unavailable: {type(exc).__name__}") from exc
+
+    async def purge(self) -> int:
+        """Delete every key this service writes (SCAN by prefix, never FLUSHDB)."""
+        deleted = 0
+        for pattern in keys.ALL_PATTERNS:
+            batch: list[bytes] = []
+            async for key in self.scan(pattern):
+                batch.append(key)
+                if len(batch) >= 500:
+                    deleted += await self._run(self.redis.unlink(*batch))
+                    batch = []
+            if batch:
+                deleted += await self._run(self.redis.unlink(*batch))
+        return deleted
+
+
+@asynccontextmanager
+async def open_store(settings: Settings, attempts: int = 5, delay_s: float = 0.5) -> AsyncIterator[Store]:
+    """A Store whose Redis answered a PING, retried a few times so a wrong address fails at boot."""
+    store = Store.from_settings(settings)
+    try:
+        for attempt in range(1, attempts + 1):
+            try:
+                await store.ping()
+                break
+            except StoreUnavailable:
+                if attempt == attempts:
+                    raise
+                await asyncio.sleep(delay_s * attempt)
+        yield store
+    finally:
+        await store.close()
+

@@ -1,0 +1,63 @@
+"""Message bodies shaped like the real frontend's and bot's (../shared/clients.md)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+HUMAN, HUMAN_COLOR = "Human", "080150227"
+ETERNAL, ETERNAL_COLOR = "TheEternal", "080175220"
+GODMODE, GODMODE_COLOR = "GodMode", "171181104"
+
+_ids = itertools.count()
+
+
+def uid(prefix: str = "m") -> str:
+    return f"{prefix}{next(_ids):010d}"
+
+
+def human(text: str = "What is the meaning of life?", *, entity: str | None = "the-eternal",
+          ais: str | None = f"{ETERNAL}:{ETERNAL_COLOR}", user: str = HUMAN, color: str = HUMAN_COLOR,
+          **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": uid("h"), "timestamp": 1766300000123, "text": text, "username": user, "color": color,
+        "domain": "saywhatwant.app", "language": "en", "message-type": "human", "misc": "",
+        "context": ["Human: hi", "TheEternal: Hello, traveler."],
+    }
+    if entity is not None:
+        body["botParams"] = {"entity": entity, "priority": 5, **({"ais": ais} if ais else {})}
+    body.update(extra)
+    return body
+
+
+def ai_reply(reply_to: str, text: str = "An answer.", *, user: str = ETERNAL, color: str = ETERNAL_COLOR,
+             entity: str = "the-eternal", human_user: str = HUMAN, human_color: str = HUMAN_COLOR,
+             session_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {"humanUsername": human_user, "humanColor": human_color, "entity": entity,
+                              "ais": f"{user}:{color}"}
+    if session_id:
+        params["sessionId"] = session_id
+    body = {"id": uid("a"), "text": text, "username": user, "color": color, "message-type": "AI",
+            "replyTo": reply_to, "botParams": params}
+    body.update(extra)
+    return body
+
+
+def godmode_question(text: str = "What should I do?", **extra: Any) -> dict[str, Any]:
+    return human(text, entity="god-mode", ais=f"{GODMODE}:{GODMODE_COLOR}", **extra)
+
+
+def godmode_session_posts(question_id: str, session_id: str, entities: int = 6,
+                          answer_bytes: int = 800, synthesis_bytes: int = 3000,
+                          human_user: str = HUMAN, human_color: str = HUMAN_COLOR) -> list[dict[str, Any]]:
+    """Everything the bot posts for one God Mode session, in order."""
+    def post(text: str) -> dict[str, Any]:
+        return ai_reply(question_id, text, user=GODMODE, color=GODMODE_COLOR, entity="god-mode",
+                        human_user=human_user, human_color=human_color, session_id=session_id)
+
+    posts = [post(f"🔮 I will now begin the inquiry with {entities} entities...")]
+    for i in range(entities):
+        posts.append(post(f"(Entity{i}) " + "x" * answer_bytes))
+    posts.append(post("🧠 Give me a minute to synthesise..."))
+    posts.append(post("⚡ " + "s" * synthesis_bytes))
+    return posts
