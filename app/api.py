@@ -39,9 +39,22 @@ _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 async def _body(request: Request) -> dict[str, Any]:
     # Browsers may post JSON as text/plain to skip a preflight; only form encodings are refused.
-    if request.headers.get("content-type", "").startswith(_FORM_TYPES):
+    headers = request.headers
+    if headers.get("content-type", "").startswith(_FORM_TYPES):
         raise UnsupportedMediaType("body must be JSON (Content-Type: application/json)")
-    return models.json_object(await request.body())
+    limit = _settings(request).max_body_bytes
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge("request body is larger than the limit", field="body", limit=limit)
+    if declared:
+        return models.json_object(await request.body())
+    chunks, size = [], 0  # chunked upload: count as it arrives
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge("request body is larger than the limit", field="body", limit=limit)
+        chunks.append(chunk)
+    return models.json_object(b"".join(chunks))
 
 
 # -- messages -----------------------------------------------------------------------------------
@@ -239,23 +252,22 @@ async def readyz(request: Request) -> Response:
     return json_response({"status": "ok", "redis": True})
 
 
-def routes(settings: Settings) -> list[Route]:
-    limit = settings.max_body_bytes
+def routes() -> list[Route]:
     return [
-        Route("/api/comments", post_comment, methods=["POST"], max_body_size=limit),
+        Route("/api/comments", post_comment, methods=["POST"]),
         Route("/api/comments", get_comments, methods=["GET"]),
-        Route("/api/comments/{id}", patch_comment, methods=["PATCH"], max_body_size=limit),
+        Route("/api/comments/{id}", patch_comment, methods=["PATCH"]),
         Route("/api/conversation", get_conversation, methods=["GET"]),
         Route("/api/godmode-conversation", get_godmode_conversation, methods=["GET"]),
         Route("/api/godmode-session/{session_id}", get_godmode_session, methods=["GET"]),
         Route("/api/godmode-sessions", list_godmode_sessions, methods=["GET"]),
-        Route("/api/godmode-session", post_godmode_session, methods=["POST"], max_body_size=limit),
-        Route("/api/queue/claim-next", claim_next, methods=["POST"], max_body_size=limit),
-        Route("/api/queue/claim", claim, methods=["POST"], max_body_size=limit),
-        Route("/api/queue/complete", complete, methods=["POST"], max_body_size=limit),
+        Route("/api/godmode-session", post_godmode_session, methods=["POST"]),
+        Route("/api/queue/claim-next", claim_next, methods=["POST"]),
+        Route("/api/queue/claim", claim, methods=["POST"]),
+        Route("/api/queue/complete", complete, methods=["POST"]),
         Route("/api/queue/pending", get_pending, methods=["GET"]),
         Route("/api/admin/stats", admin_stats, methods=["GET"]),
-        Route("/api/admin/purge", admin_purge, methods=["POST"], max_body_size=limit),
+        Route("/api/admin/purge", admin_purge, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
@@ -273,8 +285,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code in (404, 405):  # unknown route or method: one answer for both
         return json_response({"error": "Not found"}, 404)
-    if exc.status_code == 413:
-        return json_response({"error": "request body is larger than the limit", "field": "body"}, 413)
     return json_response({"error": exc.detail}, exc.status_code)
 
 

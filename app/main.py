@@ -10,21 +10,26 @@ from starlette.middleware import Middleware
 
 from . import api
 from .config import Settings, load_settings
-from .store import open_store
+from .store import Store, open_store
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, store: Store | None = None) -> Starlette:
+    """The app; pass `store` to run it on a client of your own (tests use fakeredis)."""
     settings = settings or load_settings()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # Opened after the fork, so every worker has its own connection pool.
-        async with open_store(settings) as store:
+        if store is not None:
             app.state.store = store
+            yield
+            return
+        # Opened after the fork, so every worker has its own connection pool.
+        async with open_store(settings) as opened:
+            app.state.store = opened
             yield
 
     app = Starlette(
-        routes=api.routes(settings),
+        routes=api.routes(),
         middleware=[Middleware(api.CORS)],
         exception_handlers=api.ERROR_HANDLERS,
         lifespan=lifespan,

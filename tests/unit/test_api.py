@@ -1,0 +1,194 @@
+"""HTTP contract on fakeredis: statuses, JSON shapes, CORS, errors that name the field."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+from starlette.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+from app.store import Store
+from tests.helpers import ETERNAL, ETERNAL_COLOR, GODMODE, GODMODE_COLOR, HUMAN, HUMAN_COLOR, ai_reply, human
+
+
+def make_client(**settings: Any) -> TestClient:
+    config = Settings(**settings)
+    store = Store(fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer()), config)
+    return TestClient(create_app(config, store))
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    with make_client(admin_token="t0ken", client_version="2026.11.25") as c:
+        yield c
+
+
+def test_post_answers_id_timestamp_status_key(client: TestClient) -> None:
+    body = human()
+    r = client.post("/api/comments", json=body)
+    assert r.status_code == 200
+    assert r.json() == {"id": body["id"], "timestamp": r.json()["timestamp"], "status": "success",
+                        "key": f"conv:{HUMAN}:{HUMAN_COLOR}:{ETERNAL}:{ETERNAL_COLOR}"}
+    again = client.post("/api/comments", json=body).json()
+    assert again["status"] == "duplicate" and again["timestamp"] == r.json()["timestamp"]
+
+
+def test_poll_shape_with_version(client: TestClient) -> None:
+    body = human()
+    client.post("/api/comments", json=body)
+    r = client.get("/api/comments", params={"after": 0, "limit": 200, "includeGodMode": "true"})
+    data = r.json()
+    assert r.headers["content-type"] == "application/json" and r.headers["access-control-allow-origin"] == "*"
+    assert [m["id"] for m in data["messages"]] == [body["id"]]
+    assert data["nextAfter"] == data["messages"][0]["timestamp"] and data["hasMore"] is False
+    assert data["globalScore"] == 0 and data["version"] == "2026.11.25"
+
+
+def test_poll_without_version_omits_it() -> None:
+    with make_client() as c:
+        assert "version" not in c.get("/api/comments").json()
+
+
+def test_options_any_path_is_204_preflight(client: TestClient) -> None:
+    r = client.options("/anything/at/all")
+    assert r.status_code == 204
+    assert r.headers["access-control-allow-origin"] == "*"
+    assert r.headers["access-control-allow-methods"] == "GET, POST, PUT, DELETE, OPTIONS, PATCH"
+    assert r.headers["access-control-allow-headers"] == "Content-Type, Authorization"
+    assert r.headers["access-control-max-age"] == "86400"
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/nope"), ("DELETE", "/api/comments"), ("PUT", "/api/queue/claim")])
+def test_unknown_route_or_method_is_404_json(client: TestClient, method: str, path: str) -> None:
+    r = client.request(method, path)
+    assert r.status_code == 404 and r.json() == {"error": "Not found"}
+    assert r.headers["access-control-allow-origin"] == "*"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "field"),
+    [
+        ({"content": b"{not json"}, 400, "body"),
+        ({"content": b"[1,2]"}, 400, "body"),
+        ({"json": {"username": "Human", "color": "080150227"}}, 400, "text"),
+        ({"json": {"text": "hi", "username": "Hu*man", "color": "080150227"}}, 400, "username"),
+        ({"data": {"text": "hi"}}, 415, None),
+    ],
+)
+def test_bad_post_is_clear_json_4xx(client: TestClient, kwargs: dict[str, Any], status: int, field: str | None) -> None:
+    r = client.post("/api/comments", **kwargs)
+    assert r.status_code == status and "error" in r.json()
+    if field:
+        assert r.json()["field"] == field and field in r.json()["error"]
+    assert client.get("/api/admin/stats").json()["messages"] == 0
+
+
+def test_body_over_limit_is_413() -> None:
+    with make_client(max_body_bytes=2048) as c:
+        r = c.post("/api/comments", content=b'{"text":"' + b"x" * 4000 + b'"}', headers={"content-type": "application/json"})
+        assert r.status_code == 413 and r.json()["field"] == "body"
+
+
+def test_message_over_key_limit_is_413_with_key_limit_size() -> None:
+    with make_client(max_key_bytes=1024) as c:
+        r = c.post("/api/comments", json=human(entity=None, text="x" * 2000))
+        assert r.status_code == 413
+        body = r.json()
+        assert body["key"] == f"conv:{HUMAN}:{HUMAN_COLOR}:platform:platform" and body["limit"] == 1024
+        assert body["size"] > 1024
+
+
+@pytest.mark.parametrize("query", ["after=abc", "limit=x", "type=robot", "since=1.5"])
+def test_bad_poll_query_is_400(client: TestClient, query: str) -> None:
+    r = client.get("/api/comments?" + query)
+    assert r.status_code == 400 and r.json()["field"] in query
+
+
+def test_patch_score_and_unknown_id(client: TestClient) -> None:
+    body = human()
+    client.post("/api/comments", json=body)
+    r = client.patch(f"/api/comments/{body['id']}", json={"eqScore": 72})
+    assert r.status_code == 200 and r.json()["success"] is True
+    assert r.json()["message"]["eqScore"] == 72 and r.json()["globalScore"] == 72
+    assert client.patch("/api/comments/unknown1", json={"eqScore": 1}).status_code == 404
+    assert client.patch(f"/api/comments/{body['id']}", json={"eqScore": "high"}).json()["field"] == "eqScore"
+
+
+def test_queue_endpoints(client: TestClient) -> None:
+    empty = client.post("/api/queue/claim-next", json={"workerId": "worker-1"}).json()
+    assert empty == {"success": False, "message": None, "reason": "no_pending_messages",
+                     "totalPending": 0, "remainingPending": 0}
+    assert client.post("/api/queue/claim-next", json={}).status_code == 400
+    body = human()
+    client.post("/api/comments", json=body)
+    pending = client.get("/api/queue/pending?limit=5").json()
+    assert [m["id"] for m in pending["pending"]] == [body["id"]] and pending["platformOnly"] == []
+    assert pending["kvStats"]["pending"] == 1 and pending["pending"][0]["context"] == body["context"]
+    claimed = client.post("/api/queue/claim", json={"messageId": body["id"], "workerId": "w"})
+    assert claimed.status_code == 200 and claimed.json()["message"]["botParams"]["status"] == "processing"
+    assert client.post("/api/queue/claim", json={"messageId": body["id"], "workerId": "w2"}).status_code == 409
+    assert client.post("/api/queue/claim", json={"messageId": "nope", "workerId": "w2"}).status_code == 404
+    assert client.post("/api/queue/complete", json={"messageId": body["id"]}).json() == {"success": True}
+    assert client.post("/api/queue/complete", json={"messageId": body["id"]}).status_code == 409
+    assert client.post("/api/queue/complete", json={"messageId": "nope"}).status_code == 404
+
+
+def test_conversation_requires_pair_and_rejects_globs(client: TestClient) -> None:
+    r = client.get("/api/conversation", params={"humanUsername": "*", "humanColor": "*", "aiUsername": "*", "aiColor": "*"})
+    assert r.status_code == 400 and r.json()["field"] == "humanUsername"
+    r = client.get("/api/conversation", params={"humanUsername": "Human", "humanColor": "1"})
+    assert r.status_code == 400 and r.json()["field"] == "aiUsername"
+
+
+def test_conversation_is_bare_array_oldest_first_last_limit(client: TestClient) -> None:
+    q = human()
+    client.post("/api/comments", json=q)
+    ids = [q["id"]]
+    for i in range(4):
+        reply = ai_reply(q["id"], f"a{i}")
+        client.post("/api/comments", json=reply)
+        ids.append(reply["id"])
+    pair = {"humanUsername": HUMAN, "humanColor": HUMAN_COLOR, "aiUsername": ETERNAL, "aiColor": ETERNAL_COLOR}
+    assert [m["id"] for m in client.get("/api/conversation", params=pair).json()] == ids
+    assert [m["id"] for m in client.get("/api/conversation", params={**pair, "limit": 2}).json()] == ids[-2:]
+
+
+def test_godmode_session_endpoints_404_when_missing(client: TestClient) -> None:
+    q = {"humanUsername": HUMAN, "humanColor": HUMAN_COLOR}
+    assert client.get("/api/godmode-session/nothing-here", params=q).status_code == 404
+    assert client.get("/api/godmode-conversation", params={**q, "sessionId": "x"}).status_code == 404
+    assert client.get("/api/godmode-conversation", params=q).json()["field"] == "sessionId"
+    assert client.get("/api/godmode-sessions", params={**q, "aiUsername": GODMODE, "aiColor": GODMODE_COLOR}).json() == {
+        "sessions": [], "total": 0}
+
+
+def test_godmode_session_metadata(client: TestClient) -> None:
+    r = client.post("/api/godmode-session", json={"sessionKey": "godmode-session:1763027011418-1mmzaea",
+                                                  "sessionData": {"sessionId": "1763027011418-1mmzaea", "messageIds": ["a"]}})
+    assert r.json() == {"success": True, "sessionKey": "godmode-session:1763027011418-1mmzaea", "messageCount": 1}
+    r = client.post("/api/godmode-session", json={"sessionKey": "godmode-session:x", "sessionData": {"big": "x" * 70000}})
+    assert r.status_code == 413
+
+
+def test_admin_purge_needs_bearer_token(client: TestClient) -> None:
+    client.post("/api/comments", json=human())
+    assert client.post("/api/admin/purge").status_code == 401
+    assert client.post("/api/admin/purge", headers={"Authorization": "Bearer wrong"}).status_code == 403
+    r = client.post("/api/admin/purge", headers={"Authorization": "Bearer t0ken"})
+    assert r.status_code == 200 and r.json()["success"] is True
+    assert client.get("/api/admin/stats").json()["messages"] == 0
+
+
+def test_admin_purge_disabled_without_token() -> None:
+    with make_client() as c:
+        r = c.post("/api/admin/purge", headers={"Authorization": "Bearer anything"})
+        assert r.status_code == 403 and "disabled" in r.json()["error"]
+
+
+def test_health_and_ready(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["redis"] is True
