@@ -15,7 +15,7 @@ from . import keys, models, queue
 from .config import Settings
 from .errors import AppError, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType
 from .models import decode, encode
-from .store import SessionRow, Store
+from .store import Store
 
 JSON = "application/json"
 
@@ -117,31 +117,6 @@ async def get_conversation(request: Request) -> Response:
 # -- God Mode sessions --------------------------------------------------------------------------
 
 
-def _summary(human_user: str, human_color: str, row: SessionRow) -> dict[str, Any]:
-    ai_user, ai_color, session_id = row.member.split(":", 2)
-    first, last = decode(row.first), decode(row.last)
-    meta = decode(row.meta) if row.meta else {}
-    if first.get("message-type") == "human":
-        question = first.get("text")
-    elif row.replied:
-        question = decode(row.replied).get("text")
-    else:
-        question = meta.get("humanQuestion") if isinstance(meta, dict) else None
-    return {
-        "sessionId": session_id,
-        "key": keys.godmode_key(human_user, human_color, ai_user, ai_color, session_id),
-        "humanUsername": human_user,
-        "humanColor": human_color,
-        "aiUsername": ai_user,
-        "aiColor": ai_color,
-        "firstTimestamp": first.get("timestamp"),
-        "lastTimestamp": last.get("timestamp"),
-        "messageCount": row.count,
-        "bytes": row.bytes,
-        "question": question,
-    }
-
-
 async def _one_session(request: Request, session_id: str) -> Response:
     session_id = models.ident(session_id, "sessionId")
     human_user, human_color, ai_user, ai_color = models.pair_query(request.query_params, ai_required=False)
@@ -150,7 +125,7 @@ async def _one_session(request: Request, session_id: str) -> Response:
         raise NotFound(f"no God Mode session {session_id} for {human_user}:{human_color}", sessionId=session_id)
     row = rows[-1]
     messages = row.messages or []
-    body = b'{"session":' + encode(_summary(human_user, human_color, row)) + b',"messages":['
+    body = b'{"session":' + encode(models.session_summary(human_user, human_color, row)) + b',"messages":['
     body += b",".join(messages) + b'],"messageCount":%d}' % len(messages)
     return Response(body, media_type=JSON)
 
@@ -166,7 +141,7 @@ async def get_godmode_session(request: Request) -> Response:
 async def list_godmode_sessions(request: Request) -> Response:
     human_user, human_color, ai_user, ai_color = models.pair_query(request.query_params, ai_required=False)
     rows = await _store(request).read_sessions(human_user, human_color, ai_user, ai_color)
-    sessions = [_summary(human_user, human_color, row) for row in rows]
+    sessions = [models.session_summary(human_user, human_color, row) for row in rows]
     sessions.sort(key=lambda s: s["firstTimestamp"] or 0, reverse=True)
     return json_response({"sessions": sessions, "total": len(sessions)})
 
@@ -212,19 +187,8 @@ async def get_pending(request: Request) -> Response:
 # -- operations ---------------------------------------------------------------------------------
 
 
-def _stats_body(counters: dict[str, int]) -> dict[str, Any]:
-    return {
-        "keys": {"conv": counters.get("convKeys", 0), "godmode": counters.get("godmodeKeys", 0)},
-        "messages": counters.get("messages", 0),
-        "bytes": counters.get("bytes", 0),
-        "pending": counters.get("pending", 0),
-        "processing": counters.get("processing", 0),
-        "globalScore": counters.get("globalScore", 0),
-    }
-
-
 async def admin_stats(request: Request) -> Response:
-    return json_response(_stats_body(await _store(request).stats()))
+    return json_response(models.stats_body(await _store(request).stats()))
 
 
 async def admin_purge(request: Request) -> Response:

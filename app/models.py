@@ -308,6 +308,60 @@ def pair_query(params: Mapping[str, str], *, ai_required: bool = True) -> tuple[
 
 
 # ---------------------------------------------------------------------------------------------
+# Responses assembled from what Store read
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    """One God Mode session as read_sessions.lua returns it."""
+
+    member: str  # "{aiUsername}:{aiColor}:{sessionId}"
+    count: int
+    bytes: int
+    first: bytes
+    last: bytes
+    replied: bytes | None  # the message the first one replies to: the human's question
+    meta: bytes | None
+    messages: list[bytes] | None
+
+
+def session_summary(human_user: str, human_color: str, row: SessionRow) -> dict[str, Any]:
+    ai_user, ai_color, session_id = row.member.split(":", 2)
+    first, last = decode(row.first), decode(row.last)
+    meta = decode(row.meta) if row.meta else {}
+    if first.get("message-type") == "human":
+        question = first.get("text")
+    elif row.replied:
+        question = decode(row.replied).get("text")
+    else:
+        question = meta.get("humanQuestion") if isinstance(meta, dict) else None
+    return {
+        "sessionId": session_id,
+        "key": keys.godmode_key(human_user, human_color, ai_user, ai_color, session_id),
+        "humanUsername": human_user,
+        "humanColor": human_color,
+        "aiUsername": ai_user,
+        "aiColor": ai_color,
+        "firstTimestamp": first.get("timestamp"),
+        "lastTimestamp": last.get("timestamp"),
+        "messageCount": row.count,
+        "bytes": row.bytes,
+        "question": question,
+    }
+
+
+def stats_body(counters: dict[str, int]) -> dict[str, Any]:
+    return {
+        "keys": {"conv": counters.get("convKeys", 0), "godmode": counters.get("godmodeKeys", 0)},
+        "messages": counters.get("messages", 0),
+        "bytes": counters.get("bytes", 0),
+        "pending": counters.get("pending", 0),
+        "processing": counters.get("processing", 0),
+        "globalScore": counters.get("globalScore", 0),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # Queue and score bodies
 
 

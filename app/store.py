@@ -19,7 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from . import keys
 from .config import Settings
 from .errors import Conflict, StoreUnavailable
-from .models import AppendPlan
+from .models import AppendPlan, SessionRow, decode
 
 T = TypeVar("T")
 
@@ -77,18 +77,6 @@ class QueuePeek:
     ts: str = ""
     raw: bytes | None = None
     context: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SessionRow:
-    member: str
-    count: int
-    bytes: int
-    first: bytes
-    last: bytes
-    replied: bytes | None
-    meta: bytes | None
-    messages: list[bytes] | None
 
 
 def _text(value: bytes | str) -> str:
@@ -335,6 +323,70 @@ class Store:
                 yield key
         except RedisError as exc:
             raise StoreUnavailable(f"storage unavailable: {type(exc).__name__}") from exc
+
+    async def rebuild_indexes(self) -> dict[str, int]:
+        """Recreate every index from the conv:/godmode: keys alone, found with SCAN MATCH.
+
+        For an operator after a partial loss or a restore; run it with the service stopped.
+        Lost: queue contexts of messages no longer queued, and globalScore's share of trimmed
+        messages (it restarts as the sum over stored messages).
+        """
+        singletons = (keys.STREAM, keys.MSGLOC, keys.MSGLOC_EXPIRY, keys.STATS, keys.PENDING, keys.PROCESSING)
+        await self._run(self.redis.unlink(*singletons))
+        for pattern in (keys.SIZE_PREFIX + "*", keys.INFLIGHT_PREFIX + "*", keys.SESSIONS_PREFIX + "*"):
+            async for key in self.scan(pattern):
+                await self._run(self.redis.unlink(key))
+
+        counters = {"convKeys": 0, "godmodeKeys": 0, "messages": 0, "bytes": 0, "globalScore": 0}
+        entries: list[tuple[int, str, str]] = []  # (ts, message key, type flag) for the stream
+        queued: set[str] = set()
+        for kind, pattern in ((keys.CONV, "conv:*"), (keys.GODMODE, "godmode:*")):
+            async for raw_key in self.scan(pattern):
+                key = _text(raw_key)
+                if await self._run(self.redis.type(key)) != b"zset":
+                    continue
+                rows = await self._run(self.redis.zrange(key, 0, -1, withscores=True))
+                counters[kind + "Keys"] += 1
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.hset(keys.size_key(key), "total", sum(len(m) for m, _ in rows))
+                    if kind == keys.GODMODE:
+                        _, human_user, human_color, ai_user, ai_color, session_id = key.split(":")
+                        pipe.zadd(keys.human_sessions_key(human_user, human_color),
+                                  {keys.session_member(ai_user, ai_color, session_id): 0})
+                    for raw, score in rows:
+                        ts, msg = int(score), decode(raw)
+                        params = msg.get("botParams") or {}
+                        pipe.hset(keys.MSGLOC, msg["id"], f"{ts} {msg.get('domain') or self.settings.default_domain} {key}")
+                        is_ai = msg.get("message-type") == "AI"
+                        entries.append((ts, key, "a" if is_ai else "h"))
+                        counters["messages"] += 1
+                        counters["bytes"] += len(raw)
+                        counters["globalScore"] += int(msg.get("eqScore") or 0)
+                        status = params.get("status")
+                        if not is_ai and status in ("pending", "processing"):
+                            queued.add(msg["id"])
+                            pipe.zadd(keys.inflight_key(key), {msg["id"]: ts})
+                            pipe.hincrby(keys.size_key(key), "inflight", len(raw))
+                            if status == "pending":
+                                rank = keys.queue_rank_base(int(params.get("priority", 5))) + ts
+                                pipe.zadd(keys.PENDING, {msg["id"]: rank})
+                            else:
+                                pipe.zadd(keys.PROCESSING, {msg["id"]: int(params.get("claimedAt") or ts)})
+                    await self._run(pipe.execute())
+
+        entries.sort()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for ts, key, flag in entries[-self.settings.stream_window :]:
+                pipe.xadd(keys.STREAM, {"k": key, "t": flag}, id=f"{ts}-0")
+            if entries:
+                last = int(await self._run(self.redis.get(keys.CLOCK)) or 0)
+                pipe.set(keys.CLOCK, max(last, entries[-1][0]))
+            pipe.hset(keys.STATS, mapping=counters)
+            await self._run(pipe.execute())
+        async for ctx_key in self.scan(keys.CONTEXT_PREFIX + "*"):
+            if _text(ctx_key)[len(keys.CONTEXT_PREFIX) :] not in queued:
+                await self._run(self.redis.unlink(ctx_key))
+        return counters
 
     async def purge(self) -> int:
         """Delete every key this service writes (SCAN by prefix, never FLUSHDB)."""

@@ -330,3 +330,30 @@ async def test_purge_deletes_only_service_keys(store: Store) -> None:
 def test_settings_are_frozen(settings: Settings) -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.conv_window = 1  # type: ignore[misc]
+
+
+async def test_rebuild_indexes_restores_poll_queue_and_lookups(store: Store) -> None:
+    q1, q2 = human(text="first"), godmode_question("second")
+    await post(store, q1)
+    await post(store, q2)
+    await queue.claim(store, q2["id"], "w")
+    for p in godmode_session_posts(q2["id"], "s-r", entities=2):
+        await post(store, p)
+    await queue.update_score(store, q1["id"], 30)
+    before_page = await store.read_stream(0, 100, "")
+    before_stats = await store.stats()
+    before_sessions = await store.read_sessions(HUMAN, HUMAN_COLOR, None, None)
+
+    # Lose every index; only the message keys survive.
+    await store.redis.delete(keys.STREAM, keys.MSGLOC, keys.STATS, keys.PENDING, keys.PROCESSING,
+                             keys.human_sessions_key(HUMAN, HUMAN_COLOR), keys.size_key(CONV), keys.inflight_key(CONV))
+    counters = await store.rebuild_indexes()
+
+    assert counters["messages"] == before_stats["messages"] and counters["globalScore"] == 30
+    assert (await store.read_stream(0, 100, "")).messages == before_page.messages
+    assert await store.stats() == before_stats
+    assert await store.read_sessions(HUMAN, HUMAN_COLOR, None, None) == before_sessions
+    claimed, _, _ = await queue.claim_next(store, "w2")
+    assert claimed is not None and claimed["id"] == q1["id"] and claimed["context"] == q1["context"]
+    await queue.complete(store, q2["id"])
+    assert (await post(store, q1)).status == "duplicate"
