@@ -32,8 +32,9 @@ soak: $(STAMP)
 	$(PY) -m pytest -q -m soak tests/reliability --soak
 
 lint: $(STAMP)
-	$(PY) -m pip install --quiet ruff==0.17.5
+	$(PY) -m pip install --quiet ruff==0.17.5 mypy==2.4.1
 	$(PY) -m ruff check app tests bench
+	$(PY) -m mypy --strict app
 
 clean:
 	rm -rf $(VENV) .redis .pytest_cache

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import keys, models, queue
 from .config import Settings
 from .errors import AppError, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType
-from .models import decode, encode
+from .models import encode
 from .store import Store
 
 JSON = "application/json"

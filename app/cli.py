@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import keys, models
+from . import models
 from .config import ConfigError, load_settings
 from .errors import AppError
 from .store import Store, open_store

@@ -87,7 +87,7 @@ def _int_in(value: Any, field: str, low: int, high: int) -> int:
         value = int(value)
     if not low <= value <= high:
         raise BadRequest(field, f"must be an integer from {low} to {high}")
-    return value
+    return int(value)
 
 
 def json_object(raw: bytes, field: str = "body") -> dict[str, Any]:
@@ -317,7 +317,7 @@ class SessionRow:
 
     member: str  # "{aiUsername}:{aiColor}:{sessionId}"
     count: int
-    bytes: int
+    byte_count: int
     first: bytes
     last: bytes
     replied: bytes | None  # the message the first one replies to: the human's question
@@ -345,7 +345,7 @@ def session_summary(human_user: str, human_color: str, row: SessionRow) -> dict[
         "firstTimestamp": first.get("timestamp"),
         "lastTimestamp": last.get("timestamp"),
         "messageCount": row.count,
-        "bytes": row.bytes,
+        "bytes": row.byte_count,
         "question": question,
     }
 

@@ -7,21 +7,18 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import TypeVar
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import keys
 from .config import Settings
 from .errors import Conflict, StoreUnavailable
 from .models import AppendPlan, SessionRow, decode
-
-T = TypeVar("T")
 
 SCRIPTS = (
     "append_message",
@@ -117,7 +114,7 @@ class Store:
     async def close(self) -> None:
         await self.redis.aclose()
 
-    async def _run(self, call: Awaitable[T]) -> T:
+    async def _run(self, call: Awaitable[Any]) -> Any:  # redis-py's reply types are loose unions
         try:
             return await call
         except ResponseError as exc:
@@ -334,10 +331,10 @@ class Store:
         singletons = (keys.STREAM, keys.MSGLOC, keys.MSGLOC_EXPIRY, keys.STATS, keys.PENDING, keys.PROCESSING)
         await self._run(self.redis.unlink(*singletons))
         for pattern in (keys.SIZE_PREFIX + "*", keys.INFLIGHT_PREFIX + "*", keys.SESSIONS_PREFIX + "*"):
-            async for key in self.scan(pattern):
-                await self._run(self.redis.unlink(key))
+            async for stale in self.scan(pattern):
+                await self._run(self.redis.unlink(stale))
 
-        counters = {"convKeys": 0, "godmodeKeys": 0, "messages": 0, "bytes": 0, "globalScore": 0}
+        counters: dict[str, int] = {"convKeys": 0, "godmodeKeys": 0, "messages": 0, "bytes": 0, "globalScore": 0}
         entries: list[tuple[int, str, str]] = []  # (ts, message key, type flag) for the stream
         queued: set[str] = set()
         for kind, pattern in ((keys.CONV, "conv:*"), (keys.GODMODE, "godmode:*")):
@@ -345,7 +342,7 @@ class Store:
                 key = _text(raw_key)
                 if await self._run(self.redis.type(key)) != b"zset":
                     continue
-                rows = await self._run(self.redis.zrange(key, 0, -1, withscores=True))
+                rows: list[tuple[bytes, float]] = await self._run(self.redis.zrange(key, 0, -1, withscores=True))
                 counters[kind + "Keys"] += 1
                 async with self.redis.pipeline(transaction=False) as pipe:
                     pipe.hset(keys.size_key(key), "total", sum(len(m) for m, _ in rows))
@@ -376,12 +373,12 @@ class Store:
 
         entries.sort()
         async with self.redis.pipeline(transaction=False) as pipe:
-            for ts, key, flag in entries[-self.settings.stream_window :]:
-                pipe.xadd(keys.STREAM, {"k": key, "t": flag}, id=f"{ts}-0")
+            for ts, message_key, flag in entries[-self.settings.stream_window :]:
+                pipe.xadd(keys.STREAM, {"k": message_key, "t": flag}, id=f"{ts}-0")
             if entries:
                 last = int(await self._run(self.redis.get(keys.CLOCK)) or 0)
                 pipe.set(keys.CLOCK, max(last, entries[-1][0]))
-            pipe.hset(keys.STATS, mapping=counters)
+            pipe.hset(keys.STATS, mapping=counters)  # type: ignore[arg-type]
             await self._run(pipe.execute())
         async for ctx_key in self.scan(keys.CONTEXT_PREFIX + "*"):
             if _text(ctx_key)[len(keys.CONTEXT_PREFIX) :] not in queued:

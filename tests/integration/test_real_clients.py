@@ -12,7 +12,14 @@ import httpx
 import redis
 
 from tests.helpers import (
-    GODMODE, GODMODE_COLOR, HUMAN, HUMAN_COLOR, ai_reply, godmode_question, godmode_session_posts, human,
+    GODMODE,
+    GODMODE_COLOR,
+    HUMAN,
+    HUMAN_COLOR,
+    ai_reply,
+    godmode_question,
+    godmode_session_posts,
+    human,
 )
 
 

@@ -10,8 +10,16 @@ import httpx
 import redis
 
 from tests.helpers import (
-    ETERNAL, ETERNAL_COLOR, GODMODE, GODMODE_COLOR, HUMAN, HUMAN_COLOR, ai_reply, godmode_question,
-    godmode_session_posts, human,
+    ETERNAL,
+    ETERNAL_COLOR,
+    GODMODE,
+    GODMODE_COLOR,
+    HUMAN,
+    HUMAN_COLOR,
+    ai_reply,
+    godmode_question,
+    godmode_session_posts,
+    human,
 )
 
 PAIR = f"{HUMAN}:{HUMAN_COLOR}:{GODMODE}:{GODMODE_COLOR}"

@@ -25,8 +25,8 @@ def test_k8s_manifests_parse_and_probe_real_routes() -> None:
 
 def test_dockerfile_runs_the_same_entry_point_as_make_run() -> None:
     dockerfile = (ROOT / "deploy/Dockerfile").read_text()
-    cmd = re.search(r"^CMD (.+)$", dockerfile, re.M)
+    cmd = re.search(r"^CMD (.+)$", dockerfile, re.MULTILINE)
     assert cmd is not None and '"gunicorn.conf.py", "app.asgi:app"' in cmd.group(1)
     assert "gunicorn.conf.py app.asgi:app" in (ROOT / "scripts/run.sh").read_text()
-    for copied in re.findall(r"^COPY (\S+)", dockerfile, re.M):
+    for copied in re.findall(r"^COPY (\S+)", dockerfile, re.MULTILINE):
         assert (ROOT / copied).exists()

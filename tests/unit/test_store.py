@@ -14,8 +14,17 @@ from app.errors import Conflict, NotFound
 from app.models import decode
 from app.store import Store
 from tests.helpers import (
-    ETERNAL, ETERNAL_COLOR, GODMODE, GODMODE_COLOR, HUMAN, HUMAN_COLOR, ai_reply, godmode_question,
-    godmode_session_posts, human, uid,
+    ETERNAL,
+    ETERNAL_COLOR,
+    GODMODE,
+    GODMODE_COLOR,
+    HUMAN,
+    HUMAN_COLOR,
+    ai_reply,
+    godmode_question,
+    godmode_session_posts,
+    human,
+    uid,
 )
 
 CONV = keys.conv_key(HUMAN, HUMAN_COLOR, ETERNAL, ETERNAL_COLOR)
