@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import httpx
+
 HUMAN, HUMAN_COLOR = "Human", "080150227"
 ETERNAL, ETERNAL_COLOR = "TheEternal", "080175220"
 GODMODE, GODMODE_COLOR = "GodMode", "171181104"
@@ -61,3 +63,10 @@ def godmode_session_posts(question_id: str, session_id: str, entities: int = 6,
     posts.append(post("🧠 Give me a minute to synthesise..."))
     posts.append(post("⚡ " + "s" * synthesis_bytes))
     return posts
+
+
+def ok(r: httpx.Response) -> dict[str, Any]:
+    """The JSON of a 200 response; anything else fails the test with the body."""
+    assert r.status_code == 200, r.text
+    data: dict[str, Any] = r.json()
+    return data

@@ -20,13 +20,8 @@ from tests.helpers import (
     godmode_question,
     godmode_session_posts,
     human,
+    ok,
 )
-
-
-def ok(r: httpx.Response) -> dict[str, Any]:
-    assert r.status_code == 200, r.text
-    data: dict[str, Any] = r.json()
-    return data
 
 
 class FrontendTab(threading.Thread):

@@ -20,16 +20,11 @@ from tests.helpers import (
     godmode_question,
     godmode_session_posts,
     human,
+    ok,
 )
 
 PAIR = f"{HUMAN}:{HUMAN_COLOR}:{GODMODE}:{GODMODE_COLOR}"
 GOD_PAIR_QUERY = {"humanUsername": HUMAN, "humanColor": HUMAN_COLOR, "aiUsername": GODMODE, "aiColor": GODMODE_COLOR}
-
-
-def ok(r: httpx.Response) -> dict[str, Any]:
-    assert r.status_code == 200, r.text
-    data: dict[str, Any] = r.json()
-    return data
 
 
 def run_session(http: httpx.Client, session_id: str, entities: int = 6, **kw: Any) -> tuple[dict[str, Any], list[str]]:
