@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -18,6 +19,7 @@ from .models import encode
 from .store import Store
 
 JSON = "application/json"
+log = logging.getLogger("godmode_store")
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -242,6 +244,8 @@ def routes() -> list[Route]:
 
 async def _app_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
+    if exc.status >= 500:
+        log.warning("%s %s -> %d: %s (%r)", request.method, request.url.path, exc.status, exc.message, exc.__cause__)
     return json_response(exc.body(), exc.status)
 
 
@@ -253,6 +257,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.error("%s %s -> 500", request.method, request.url.path, exc_info=exc)
     return json_response({"error": "internal error"}, 500)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,9 +14,19 @@ from .config import Settings, load_settings
 from .store import Store, open_store
 
 
+def _configure_logging() -> None:
+    logger = logging.getLogger("godmode_store")
+    if not logger.handlers:  # same line format as gunicorn's own log
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def create_app(settings: Settings | None = None, store: Store | None = None) -> Starlette:
     """The app; pass `store` to run it on a client of your own (tests use fakeredis)."""
     settings = settings or load_settings()
+    _configure_logging()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
