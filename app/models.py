@@ -18,9 +18,9 @@ from . import keys
 from .config import Settings
 from .errors import BadRequest, PayloadTooLarge
 
-COLOR_RE = re.compile(r"\d{9}(?:-[A-Za-z0-9]{10})?")
+COLOR_RE = re.compile(r"[0-9]{9}(?:-[A-Za-z0-9]{10})?")  # [0-9], not \d: \d also takes Arabic-Indic digits
 DOMAIN_RE = re.compile(r"[A-Za-z0-9.:_-]{1,253}")  # spliced into JSON by Lua: no quotes or escapes
-INT_RE = re.compile(r"-?\d{1,30}")
+INT_RE = re.compile(r"-?[0-9]{1,30}")
 MAX_TS = 2**53  # timestamps are JSON numbers; past this a double loses integers
 CONTEXT_MAX_ITEMS = 200
 ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -93,8 +93,10 @@ def _int_in(value: Any, field: str, low: int, high: int) -> int:
 def json_object(raw: bytes, field: str = "body") -> dict[str, Any]:
     try:
         body = decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec reports bad UTF-8 as the latter
         raise BadRequest(field, f"is not valid JSON ({exc})") from None
+    except RecursionError:  # msgspec's nesting limit: ~1000 levels, a 2 KB body
+        raise BadRequest(field, "is nested too deeply") from None
     if not isinstance(body, dict):
         raise BadRequest(field, "must be a JSON object")
     return body

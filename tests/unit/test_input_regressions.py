@@ -1,0 +1,44 @@
+"""Regressions found by the reliability suite's hostile-input cases (tests/reliability)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import fakeredis
+import pytest
+from starlette.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+from app.store import Store
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    config = Settings()
+    store = Store(fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer()), config)
+    with TestClient(create_app(config, store), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.mark.parametrize("body", [
+    b'{"text":"\xff","username":"U","color":"080150227"}',  # invalid UTF-8: was UnicodeDecodeError -> 500
+    b"[" * 5000 + b"]" * 5000,  # nesting past msgspec's limit: was RecursionError -> 500
+    b'{"a":' * 3000 + b"1" + b"}" * 3000,
+])
+@pytest.mark.parametrize("path,method", [("/api/comments", "POST"), ("/api/comments/abc", "PATCH"),
+                                         ("/api/queue/claim-next", "POST")])
+def test_undecodable_bodies_are_400_not_500(client: TestClient, body: bytes, path: str, method: str) -> None:
+    r = client.request(method, path, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == "body"
+    assert client.get("/api/admin/stats").json()["messages"] == 0
+
+
+def test_colors_and_cursors_take_ascii_digits_only(client: TestClient) -> None:
+    # Python's \d matches Arabic-Indic and other Unicode digits; the contract is RRRGGGBBB.
+    r = client.post("/api/comments", json={"text": "x", "username": "U", "color": "٠٨٠١٥٠٢٢٧"})
+    assert r.status_code == 400 and r.json()["field"] == "color"
+    assert client.get("/api/comments", params={"after": "٣"}).status_code == 400
+    assert client.get("/api/comments", params={"limit": "١٠"}).status_code == 400
+    assert client.post("/api/comments", json={"text": "x", "username": "U", "color": "080150227"}).status_code == 200
