@@ -27,9 +27,10 @@ PLATFORM = "platform"
 
 # Singletons. Hot-path scripts touch these on every append/poll.
 STREAM = "store:stream"  # global poll index: entry id "<ts>-0", fields k=<message key>, t=h|a
-CLOCK = "store:clock"  # last timestamp handed out: timestamps strictly increase
 STATS = "store:stats"  # counters and globalScore
+RECENT = "store:recent"  # copies of the newest messages: a recent poll is one native ZRANGE
 MSGLOC = "store:msgloc"  # id -> "<ts> <domain> <message key>"
+CLOCK_FIELD = ":clock"  # in MSGLOC: last timestamp handed out (no id contains ':')
 MSGLOC_EXPIRY = "store:msgloc:expiry"  # trimmed ids -> ms when their idempotency record lapses
 PENDING = "queue:pending"  # id -> rank (priority first, then age)
 PROCESSING = "queue:processing"  # id -> claimedAt ms

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -80,6 +81,24 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+_TYPE_MARK = {"h": b'"message-type":"human"', "a": b'"message-type":"AI"'}
+
+
+def _timestamp(message: bytes) -> int:
+    """A stored message's timestamp, read from its JSON prefix `{"id":"…","timestamp":N,`."""
+    start = message.index(b'"timestamp":') + 12
+    return int(message[start : message.index(b",", start)])
+
+
+def _recent_page(rows: list[bytes], limit: int, type_flag: str, global_score: int, after: int) -> StreamPage:
+    has_more = len(rows) > limit
+    page = rows[:limit]
+    next_after = _timestamp(page[-1]) if page else after
+    if type_flag:  # quotes inside JSON strings are escaped, so the mark only matches the field
+        page = [m for m in page if _TYPE_MARK[type_flag] in m]
+    return StreamPage(global_score, next_after, has_more, page)
+
+
 def _location(loc: bytes) -> tuple[int, str]:
     ts, _domain, key = loc.decode().split(" ", 2)
     return int(ts), key
@@ -95,6 +114,7 @@ class Store:
             str(settings.max_key_bytes),
             str(settings.stream_window),
             str(settings.idempotency_ttl_s * 1000),
+            str(settings.recent_messages),
         )
 
     @classmethod
@@ -133,7 +153,7 @@ class Store:
     # -- writes ---------------------------------------------------------------------------------
 
     async def append_message(self, plan: AppendPlan) -> AppendResult:
-        window, max_bytes, stream_window, ttl_ms = self._append_static
+        window, max_bytes, stream_window, ttl_ms, recent = self._append_static
         reply = await self._run(
             self._scripts["append_message"](
                 keys=(
@@ -143,11 +163,11 @@ class Store:
                     keys.MSGLOC,
                     keys.MSGLOC_EXPIRY,
                     keys.STREAM,
-                    keys.CLOCK,
                     keys.STATS,
                     keys.PENDING,
                     keys.context_key(plan.id),
                     plan.human_sessions_key or keys.STATS,  # unused slot when not a session
+                    keys.RECENT,
                 ),
                 args=(
                     plan.id,
@@ -167,6 +187,7 @@ class Store:
                     "" if plan.queue_rank_base is None else plan.queue_rank_base,
                     plan.context,
                     plan.session_member,
+                    recent,
                 ),
             )
         )
@@ -192,6 +213,7 @@ class Store:
                     keys.PROCESSING,
                     keys.context_key(message_id),
                     keys.STATS,
+                    keys.RECENT,
                 ),
                 args=(message_id, msg.ts, msg.raw or b"", new_raw, move, score, delta),
             )
@@ -201,7 +223,8 @@ class Store:
     async def drop_queue_entry(self, message_id: str) -> None:
         await self._run(
             self._scripts["replace_message"](
-                keys=(keys.STATS, keys.STATS, keys.STATS, keys.PENDING, keys.PROCESSING, keys.context_key(message_id), keys.STATS),
+                keys=(keys.STATS, keys.STATS, keys.STATS, keys.PENDING, keys.PROCESSING, keys.context_key(message_id),
+                      keys.STATS, keys.RECENT),
                 args=(message_id, "0", b"", b"", "drop", 0, 0),
             )
         )
@@ -212,6 +235,21 @@ class Store:
     # -- reads ----------------------------------------------------------------------------------
 
     async def read_stream(self, after: int, limit: int, type_flag: str) -> StreamPage:
+        """One page of the global poll: from the recent copies when they cover `after` (one
+        native read), else gathered through the stream index by read_stream.lua."""
+        if after >= 0:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zrange(keys.RECENT, 0, 0, withscores=True)
+                pipe.zrange(keys.RECENT, f"({after}", "+inf", byscore=True, offset=0, num=limit + 1)
+                pipe.hget(keys.STATS, "globalScore")
+                oldest, rows, score = await self._run(pipe.execute())
+            # Every stored message at or after the oldest copy has a copy, so the copies hold all
+            # of the page when no timestamp fits between `after` and the oldest copy.
+            if oldest and after >= int(oldest[0][1]) - 1:
+                return _recent_page(rows, limit, type_flag, int(score or 0), after)
+        return await self._read_stream_index(after, limit, type_flag)
+
+    async def _read_stream_index(self, after: int, limit: int, type_flag: str) -> StreamPage:
         start = "-" if after < 0 else f"({after}-0"
         reply = await self._run(self._scripts["read_stream"](keys=(keys.STREAM, keys.STATS), args=(start, limit, type_flag)))
         return StreamPage(int(reply[0]), int(reply[1]) or after, bool(reply[2]), reply[3:])
@@ -328,7 +366,8 @@ class Store:
         Lost: queue contexts of messages no longer queued, and globalScore's share of trimmed
         messages (it restarts as the sum over stored messages).
         """
-        singletons = (keys.STREAM, keys.MSGLOC, keys.MSGLOC_EXPIRY, keys.STATS, keys.PENDING, keys.PROCESSING)
+        clock = int(await self._run(self.redis.hget(keys.MSGLOC, keys.CLOCK_FIELD)) or 0)  # never goes back
+        singletons = (keys.STREAM, keys.RECENT, keys.MSGLOC, keys.MSGLOC_EXPIRY, keys.STATS, keys.PENDING, keys.PROCESSING)
         await self._run(self.redis.unlink(*singletons))
         for pattern in (keys.SIZE_PREFIX + "*", keys.INFLIGHT_PREFIX + "*", keys.SESSIONS_PREFIX + "*"):
             async for stale in self.scan(pattern):
@@ -336,6 +375,7 @@ class Store:
 
         counters: dict[str, int] = {"convKeys": 0, "godmodeKeys": 0, "messages": 0, "bytes": 0, "globalScore": 0}
         entries: list[tuple[int, str, str]] = []  # (ts, message key, type flag) for the stream
+        recent: list[tuple[int, bytes]] = []  # min-heap of the newest messages for store:recent
         queued: set[str] = set()
         for kind, pattern in ((keys.CONV, "conv:*"), (keys.GODMODE, "godmode:*")):
             async for raw_key in self.scan(pattern):
@@ -345,7 +385,7 @@ class Store:
                 rows: list[tuple[bytes, float]] = await self._run(self.redis.zrange(key, 0, -1, withscores=True))
                 counters[kind + "Keys"] += 1
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.hset(keys.size_key(key), "total", sum(len(m) for m, _ in rows))
+                    pipe.hset(keys.size_key(key), mapping={"total": sum(len(m) for m, _ in rows), "count": len(rows)})
                     if kind == keys.GODMODE:
                         _, human_user, human_color, ai_user, ai_color, session_id = key.split(":")
                         pipe.zadd(keys.human_sessions_key(human_user, human_color),
@@ -356,6 +396,9 @@ class Store:
                         pipe.hset(keys.MSGLOC, msg["id"], f"{ts} {msg.get('domain') or self.settings.default_domain} {key}")
                         is_ai = msg.get("message-type") == "AI"
                         entries.append((ts, key, "a" if is_ai else "h"))
+                        heapq.heappush(recent, (ts, raw))
+                        if len(recent) > self.settings.recent_messages:
+                            heapq.heappop(recent)
                         counters["messages"] += 1
                         counters["bytes"] += len(raw)
                         counters["globalScore"] += int(msg.get("eqScore") or 0)
@@ -375,10 +418,10 @@ class Store:
         async with self.redis.pipeline(transaction=False) as pipe:
             for ts, message_key, flag in entries[-self.settings.stream_window :]:
                 pipe.xadd(keys.STREAM, {"k": message_key, "t": flag}, id=f"{ts}-0")
-            if entries:
-                last = int(await self._run(self.redis.get(keys.CLOCK)) or 0)
-                pipe.set(keys.CLOCK, max(last, entries[-1][0]))
+            pipe.hset(keys.MSGLOC, keys.CLOCK_FIELD, max([clock] + [ts for ts, _, _ in entries[-1:]]))
             pipe.hset(keys.STATS, mapping=counters)  # type: ignore[arg-type]
+            if recent:
+                pipe.zadd(keys.RECENT, {raw: ts for ts, raw in recent})
             await self._run(pipe.execute())
         async for ctx_key in self.scan(keys.CONTEXT_PREFIX + "*"):
             if _text(ctx_key)[len(keys.CONTEXT_PREFIX) :] not in queued:

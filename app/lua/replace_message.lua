@@ -8,6 +8,7 @@
 -- KEYS[5]  queue:processing            zset  id -> claimedAt
 -- KEYS[6]  queue:context:{id}          string
 -- KEYS[7]  store:stats                 hash
+-- KEYS[8]  store:recent                zset  ts -> copy of the newest messages
 -- ARGV[1]  id
 -- ARGV[2]  ts
 -- ARGV[3]  the message JSON as read
@@ -33,6 +34,7 @@ if current ~= old then return 0 end
 
 redis.call('ZREM', KEYS[1], old)
 redis.call('ZADD', KEYS[1], ts, new)
+if redis.call('ZREM', KEYS[8], old) == 1 then redis.call('ZADD', KEYS[8], ts, new) end
 local delta = #new - #old
 if delta ~= 0 then
   redis.call('HINCRBY', KEYS[2], 'total', delta)

@@ -366,3 +366,30 @@ async def test_rebuild_indexes_restores_poll_queue_and_lookups(store: Store) -> 
     assert claimed is not None and claimed["id"] == q1["id"] and claimed["context"] == q1["context"]
     await queue.complete(store, q2["id"])
     assert (await post(store, q1)).status == "duplicate"
+
+
+async def test_read_stream_recent_copies_and_index_agree(store: Store) -> None:
+    store = with_settings(store, recent_messages=4)
+    q = human()
+    await post(store, q)
+    for i in range(9):
+        await post(store, ai_reply(q["id"], f"a{i}"))
+    await queue.update_score(store, q["id"], 9)  # an in-place update reaches the copies too
+    every = await store._read_stream_index(0, 100, "")
+    stamps = [decode(m)["timestamp"] for m in every.messages]
+    for after in [0, stamps[3], stamps[5], stamps[6], stamps[8], stamps[-1]]:
+        for limit in (1, 2, 50):
+            for flag in ("", "h", "a"):
+                fast, slow = await store.read_stream(after, limit, flag), await store._read_stream_index(after, limit, flag)
+                assert (fast.messages, fast.next_after, fast.has_more, fast.global_score) == (
+                    slow.messages, slow.next_after, slow.has_more, slow.global_score)
+    assert len(await store.redis.zrange(keys.RECENT, 0, -1)) == 4
+
+
+async def test_recent_copies_drop_trimmed_messages(store: Store) -> None:
+    store = with_settings(store, conv_window=3, recent_messages=10)
+    key = keys.conv_key(HUMAN, HUMAN_COLOR, keys.PLATFORM, keys.PLATFORM)
+    for i in range(6):
+        await post(store, human(entity=None, text=f"t{i}"))
+    assert await store.redis.zrange(keys.RECENT, 0, -1) == await store.redis.zrange(key, 0, -1)
+    assert [decode(m)["text"] for m in (await store.read_stream(0, 10, "")).messages] == ["t3", "t4", "t5"]
