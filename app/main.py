@@ -23,6 +23,11 @@ def _configure_logging() -> None:
         logger.setLevel(logging.INFO)
 
 
+# Set by app.worker in a worker that replaces one that exited; the first workers keep checking
+# Redis at boot, so a wrong REDIS_URL still fails the start.
+REPLACEMENT_WORKER = False
+
+
 def create_app(settings: Settings | None = None, store: Store | None = None) -> Starlette:
     """The app; pass `store` to run it on a client of your own (tests use fakeredis)."""
     settings = settings or load_settings()
@@ -33,6 +38,16 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         if store is not None:
             app.state.store = store
             yield
+            return
+        if REPLACEMENT_WORKER:
+            # Redis being down may be what killed its predecessor: come up anyway and answer 503
+            # until Redis is back. Failing to boot here would make gunicorn stop every worker.
+            lazy = Store.from_settings(settings)  # connects on first use
+            app.state.store = lazy
+            try:
+                yield
+            finally:
+                await lazy.close()
             return
         # Opened after the fork, so every worker has its own connection pool.
         async with open_store(settings) as opened:

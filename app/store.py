@@ -126,7 +126,9 @@ class Store:
             socket_connect_timeout=settings.redis_timeout_s,
             health_check_interval=30,
             # Only reconnects are retried: every write carries an id, so a replay is idempotent.
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
+            # supported_errors: Retry also retries TimeoutError by default, which made a stalled Redis
+            # hold a request for 4 x REDIS_TIMEOUT_S (~21 s) instead of answering 503 after one.
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3, supported_errors=(RedisConnectionError,)),
             retry_on_error=[RedisConnectionError],
         )
         return cls(client, settings)
