@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,6 +16,7 @@ from . import keys, models, queue
 from .config import Settings
 from .errors import AppError, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType
 from .models import encode
+from .openapi import openapi_endpoint
 from .store import Store
 
 JSON = "application/json"
@@ -236,6 +237,7 @@ def routes() -> list[Route]:
         Route("/api/admin/purge", admin_purge, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/openapi.json", openapi_endpoint, methods=["GET"]),
     ]
 
 
@@ -261,7 +263,13 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return json_response({"error": "internal error"}, 500)
 
 
-ERROR_HANDLERS = {AppError: _app_error, HTTPException: _http_error, Exception: _unexpected}
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # The client left before sending its whole body: nobody reads this, and it is no server error
+    # (as a 500 it was logged with two tracebacks per vanished client).
+    return json_response({"error": "client disconnected before the body was complete"}, 400)
+
+
+ERROR_HANDLERS = {AppError: _app_error, HTTPException: _http_error, ClientDisconnect: _client_gone, Exception: _unexpected}
 
 _CORS = [(b"access-control-allow-origin", b"*")]
 _PREFLIGHT = [

@@ -17,6 +17,8 @@ from tests.redis_server import RedisServer
 from tests.reliability.harness import FIGURES, figures_markdown, redis_client, services
 from tests.service import Service
 
+ADMIN_TOKEN = "reliability-admin-token"  # set, so purge answers 401/403 (not "disabled"); never sent
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--soak", action="store_true", default=False,
@@ -65,7 +67,7 @@ def shared_redis() -> Iterator[RedisServer]:
 def pair_of_services(shared_redis: RedisServer) -> Iterator[list[Service]]:
     """Two gunicorn masters, 2 workers each, on one Redis: what two replicas behind a balancer see.
     Few recent copies (RECENT_MESSAGES), so polls cross between the fast path and the index."""
-    with services(shared_redis.url, 2, workers=2, RECENT_MESSAGES="64") as svcs:
+    with services(shared_redis.url, 2, workers=2, RECENT_MESSAGES="64", ADMIN_TOKEN=ADMIN_TOKEN) as svcs:
         yield svcs
 
 

@@ -42,3 +42,25 @@ def test_colors_and_cursors_take_ascii_digits_only(client: TestClient) -> None:
     assert client.get("/api/comments", params={"after": "٣"}).status_code == 400
     assert client.get("/api/comments", params={"limit": "١٠"}).status_code == 400
     assert client.post("/api/comments", json={"text": "x", "username": "U", "color": "080150227"}).status_code == 200
+
+
+async def test_client_gone_mid_body_is_not_a_logged_500(caplog: pytest.LogCaptureFixture) -> None:
+    config = Settings()
+    app = create_app(config, Store(fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer()), config))
+    incoming = [{"type": "http.request", "body": b'{"text":"hal', "more_body": True}, {"type": "http.disconnect"}]
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/api/comments", "raw_path": b"/api/comments", "query_string": b"", "root_path": "",
+             "headers": [(b"content-type", b"application/json")], "client": ("127.0.0.1", 1),
+             "server": ("127.0.0.1", 80), "app": app}
+    with caplog.at_level("ERROR"):
+        await app(scope, receive, send)  # type: ignore[arg-type]
+    assert sent[0]["status"] == 400
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
