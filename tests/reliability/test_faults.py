@@ -102,7 +102,8 @@ async def probe_outage(http: list[httpx.AsyncClient], writers: Writers, tally: T
 
 
 async def under_load(chaos: Chaos, fault: Callable[[list[httpx.AsyncClient], Writers], Awaitable[dict[str, Any]]],
-                     seed: int, messages: int = 240, writers_n: int = 6, seconds: float = 45) -> dict[str, Any]:
+                     seed: int, messages: int = 240, writers_n: int = 6, seconds: float = 45,
+                     pause_s: float = 0.03) -> dict[str, Any]:
     """Writers and pollers on both instances while `fault` runs; then every check."""
     chaos.flush()
     people = humans(max(3, messages // 200))  # conv: keys keep 300 messages: stay below, nothing trims
@@ -115,7 +116,7 @@ async def under_load(chaos: Chaos, fault: Callable[[list[httpx.AsyncClient], Wri
     pollers = [StreamPoller(f"stream{i}", http[i:] + http[:i], 50) for i in range(2)]
     try:
         polls = [asyncio.create_task(p.run(stop, deadline)) for p in pollers]
-        load = asyncio.gather(*(writers.run(http, plan, deadline, random.Random(seed + w), 0.2, pause_s=0.03)
+        load = asyncio.gather(*(writers.run(http, plan, deadline, random.Random(seed + w), 0.2, pause_s=pause_s)
                                 for w, plan in enumerate(plans)))
         await asyncio.sleep(0.3)
         figures = await fault(http, writers)
@@ -137,13 +138,14 @@ async def under_load(chaos: Chaos, fault: Callable[[list[httpx.AsyncClient], Wri
     expected = {i for i in writers.sent if not i.startswith("probe")}  # probes met the outage: never stored
     assert writers.unfinished == 0 and set(writers.acked) == expected, f"{len(writers.acked)}/{len(expected)} acked"
     for p in pollers:
-        check_poller(p, writers.acked, writers.sent)
+        check_poller(p, writers.acked, writers.sent, writers.others)
     stored = check_redis(chaos.rdb, writers.acked, writers.sent)
     return {"messages written": len(writers.acked), "posts (incl. retries)": sum(writers.tally.statuses.values()),
             "503 answers": writers.tally.statuses[503] + sum(p.tally.statuses[503] for p in pollers),
             "connection errors": sum(writers.tally.transport_errors.values()),
             "duplicates verified": writers.tally.duplicates_checked, "stored unacked": stored["stored_unacked"],
-            "recovered s": round(recovered_s, 2), "pollers": len(pollers), "lost": 0, "dup": 0, **figures}
+            "recovered s": round(recovered_s, 2), "pollers": len(pollers), "lost": 0, "dup": 0,
+            "5xx": sum(n for code, n in writers.tally.statuses.items() if code >= 500 and code != 503), **figures}
 
 
 async def test_redis_restart_mid_load(chaos: Chaos) -> None:
@@ -250,7 +252,7 @@ async def test_redis_stalled_past_the_timeout_answers_503_within_it(chaos: Chaos
                 r = await client.request(method, url, **kw)
                 slowest = max(slowest, time.monotonic() - t)
                 assert r.status_code == 503 and r.headers["content-type"] == "application/json", r.text
-            assert slowest < timeout_s * 2 + 0.3, f"a 503 took {slowest:.2f}s with REDIS_TIMEOUT_S={timeout_s}"
+            assert slowest < timeout_s * 2 + 0.6, f"a 503 took {slowest:.2f}s with REDIS_TIMEOUT_S={timeout_s}"
             thread.join()
             first = (await client.post("/api/comments", json=body)).json()
             again = (await client.post("/api/comments", json=body)).json()
@@ -318,13 +320,14 @@ async def test_soak_random_faults_with_writers_pollers_and_bots(chaos: Chaos) ->
 
     async def storm(http: list[httpx.AsyncClient], writers: Writers) -> dict[str, Any]:
         questions = [f"soakq{i}" for i in range(600)]
+        writers.others.update(questions, (f"re-{q}" for q in questions))
         bots = Bots(http, time.monotonic() + 150)
         done = asyncio.Event()
         posting = Tally()
         bots_holder.update(bots=bots, questions=questions, posting=posting)
         bot_tasks = [asyncio.create_task(bots.worker(f"soak-bot{i}", random.Random(i), done)) for i in range(4)]
-        producer = asyncio.create_task(post_questions(http, questions, time.monotonic() + 150, rng, posting))
-        end = time.monotonic() + 90
+        producer = asyncio.create_task(post_questions(http, questions, time.monotonic() + 150, rng, posting, 10))
+        end = time.monotonic() + 75
         while time.monotonic() < end:
             await asyncio.sleep(rng.uniform(2, 5))
             kind = rng.choice(list(counts))
@@ -345,7 +348,7 @@ async def test_soak_random_faults_with_writers_pollers_and_bots(chaos: Chaos) ->
         return {"faults": sum(counts.values()), **{k + "s": v for k, v in counts.items()}}
 
     started = time.monotonic()
-    figures = await under_load(chaos, storm, seed=16, messages=6000, writers_n=12, seconds=240)
+    figures = await under_load(chaos, storm, seed=16, messages=6000, writers_n=12, seconds=240, pause_s=0.25)
     bots, questions = bots_holder["bots"], bots_holder["questions"]
     assert not bots.tally.bad and not bots_holder["posting"].bad
     # A claim whose answer a fault swallowed stays processing until CLAIM_TIMEOUT_S (900 s here):

@@ -88,6 +88,7 @@ async def polling_load(svcs: list[Service], rdb: redis.Redis, scale: Scale, seed
         "max latency ms": round(1000 * max(writers.tally.max_latency_s, *(p.tally.max_latency_s for p in stream))),
         "lost": 0,
         "dup": 0,
+        "5xx": sum(n for code, n in writers.tally.statuses.items() if code >= 500),
     }
 
 

@@ -74,9 +74,9 @@ class Bots:
 
 
 async def post_questions(http: Sequence[httpx.AsyncClient], ids: list[str], deadline: float, rng: random.Random,
-                         tally: Tally) -> None:
-    for n, mid in enumerate(ids):
-        body = human(f"question {mid}", user=f"Asker{n % 5}", id=mid)
+                         tally: Tally, askers: int = 5) -> None:
+    for mid in ids:
+        body = human(f"question {mid}", user=f"Asker{rng.randrange(askers)}", id=mid)
         body["botParams"]["priority"] = rng.randrange(10)
         r = await request(http, tally, "POST", "/api/comments", json=body, deadline=deadline, rng=rng)
         assert r is not None and r.status_code == 200, r
@@ -104,7 +104,9 @@ async def queue_load(svcs: list[Service], rdb: redis.Redis, messages: int, bots:
     try:
         tasks = [asyncio.create_task(workers.worker(f"worker-{i}", random.Random(seed * 1000 + i), done))
                  for i in range(bots)]
-        await asyncio.gather(*(post_questions(http, ids[p::producers], deadline, random.Random(p), posting)
+        # question + reply per message: ~200 per conv: key, below the 300 it keeps
+        askers = max(5, messages // 100)
+        await asyncio.gather(*(post_questions(http, ids[p::producers], deadline, random.Random(p), posting, askers)
                                for p in range(producers)))
         done.set()
         await asyncio.gather(*tasks)
@@ -118,7 +120,8 @@ async def queue_load(svcs: list[Service], rdb: redis.Redis, messages: int, bots:
     assert all(workers.completed[i] == 1 for i in ids), "a message was not completed exactly once"
     assert_all_complete(rdb, ids)
     return {"messages written": 2 * messages, "bot workers": bots, "claims": sum(workers.claims.values()),
-            "409 contended": workers.contended, "lost": 0, "dup": 0}
+            "409 contended": workers.contended, "lost": 0, "dup": 0,
+            "5xx": sum(n for code, n in workers.tally.statuses.items() if code >= 500)}
 
 
 async def test_bot_workers_on_two_instances_process_each_message_exactly_once(
