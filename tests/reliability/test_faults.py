@@ -145,6 +145,8 @@ async def under_load(chaos: Chaos, fault: Callable[[list[httpx.AsyncClient], Wri
             "connection errors": sum(writers.tally.transport_errors.values()),
             "duplicates verified": writers.tally.duplicates_checked, "stored unacked": stored["stored_unacked"],
             "recovered s": round(recovered_s, 2), "pollers": len(pollers), "lost": 0, "dup": 0,
+            "slowest non-200 ms": round(1000 * max(writers.tally.max_error_latency_s,
+                                                   *(p.tally.max_error_latency_s for p in pollers))),
             "5xx": sum(n for code, n in writers.tally.statuses.items() if code >= 500 and code != 503), **figures}
 
 

@@ -14,7 +14,6 @@ import redis
 from tests.helpers import ETERNAL, ETERNAL_COLOR, GODMODE, GODMODE_COLOR
 from tests.reliability.harness import (
     PairPoller,
-    Planned,
     StreamPoller,
     Writers,
     check_poller,
@@ -90,10 +89,6 @@ async def polling_load(svcs: list[Service], rdb: redis.Redis, scale: Scale, seed
         "dup": 0,
         "5xx": sum(n for code, n in writers.tally.statuses.items() if code >= 500),
     }
-
-
-def _planned_key(p: Planned) -> str:
-    return p.key
 
 
 async def test_two_instances_writers_and_pollers_nothing_lost_or_repeated(
