@@ -215,7 +215,7 @@ async def readyz(request: Request) -> Response:
     try:
         await _store(request).ping()
     except AppError:
-        return json_response({"status": "unavailable", "redis": False}, 503)
+        return json_response({"status": "unavailable", "redis": False, "error": "Redis is unreachable"}, 503)
     return json_response({"status": "ok", "redis": True})
 
 

@@ -241,12 +241,14 @@ class Store:
         native read), else gathered through the stream index by read_stream.lua."""
         if after >= 0:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zrange(keys.RECENT, 0, 0, withscores=True)
                 pipe.zrange(keys.RECENT, f"({after}", "+inf", byscore=True, offset=0, num=limit + 1)
+                pipe.zrange(keys.RECENT, 0, 0, withscores=True)
                 pipe.hget(keys.STATS, "globalScore")
-                oldest, rows, score = await self._run(pipe.execute())
+                rows, oldest, score = await self._run(pipe.execute())
             # Every stored message at or after the oldest copy has a copy, so the copies hold all
-            # of the page when no timestamp fits between `after` and the oldest copy.
+            # of the page when no timestamp fits between `after` and the oldest copy. The oldest
+            # copy only moves forward, so reading it after the page (not before) keeps this true
+            # when writes land between the two reads.
             if oldest and after >= int(oldest[0][1]) - 1:
                 return _recent_page(rows, limit, type_flag, int(score or 0), after)
         return await self._read_stream_index(after, limit, type_flag)
