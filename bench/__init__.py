@@ -1,0 +1,1 @@
+"""Benchmarks of the message store: `make bench` runs bench/run.py (see its --help)."""
