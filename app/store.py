@@ -78,8 +78,8 @@ class QueuePeek:
     context: bytes | None = None
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _text(value: bytes | str | memoryview) -> str:
+    return value if isinstance(value, str) else bytes(value).decode()
 
 
 _TYPE_MARK = {"h": b'"message-type":"human"', "a": b'"message-type":"AI"'}
@@ -195,44 +195,52 @@ class Store:
 
     # -- writes ---------------------------------------------------------------------------------
 
-    async def append_message(self, plan: AppendPlan) -> AppendResult:
+    def append_call(self, plan: AppendPlan) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """KEYS and ARGV of append_message.lua for `plan`. Pure: no I/O."""
         window, max_bytes, stream_window, ttl_ms, recent = self._append_static
-        reply = await self._run(
-            self._eval("append_message", (
-                    plan.key,
-                    keys.size_key(plan.key),
-                    keys.inflight_key(plan.key),
-                    keys.MSGLOC,
-                    keys.MSGLOC_EXPIRY,
-                    keys.STREAM,
-                    keys.STATS,
-                    keys.PENDING,
-                    keys.context_key(plan.id),
-                    plan.human_sessions_key or keys.STATS,  # unused slot when not a session
-                    keys.RECENT,
-                ),
-                (
-                    plan.id,
-                    plan.head,
-                    plan.tail,
-                    plan.tail_after_completed,
-                    plan.domain,
-                    self.settings.default_domain,
-                    plan.reply_to,
-                    plan.kind,
-                    window,
-                    max_bytes,
-                    stream_window,
-                    ttl_ms,
-                    "a" if plan.is_ai else "h",
-                    plan.eq_score,
-                    "" if plan.queue_rank_base is None else plan.queue_rank_base,
-                    plan.context,
-                    plan.session_member,
-                    recent,
-                ),
-            )
+        script_keys = (
+            plan.key,
+            keys.size_key(plan.key),
+            keys.inflight_key(plan.key),
+            keys.MSGLOC,
+            keys.MSGLOC_EXPIRY,
+            keys.STREAM,
+            keys.STATS,
+            keys.PENDING,
+            keys.context_key(plan.id),
+            plan.human_sessions_key or keys.STATS,  # unused slot when not a session
+            keys.RECENT,
         )
+        args = (
+            plan.id,
+            plan.head,
+            plan.tail,
+            plan.tail_after_completed,
+            plan.domain,
+            self.settings.default_domain,
+            plan.reply_to,
+            plan.kind,
+            window,
+            max_bytes,
+            stream_window,
+            ttl_ms,
+            "a" if plan.is_ai else "h",
+            plan.eq_score,
+            "" if plan.queue_rank_base is None else plan.queue_rank_base,
+            plan.context,
+            plan.session_member,
+            recent,
+        )
+        return script_keys, args
+
+    @property
+    def append_script(self) -> tuple[str, str]:
+        """(sha, source) of append_message.lua, for callers that pipeline it (bench preloads)."""
+        script = self._scripts["append_message"]
+        return script.sha, _text(script.script)
+
+    async def append_message(self, plan: AppendPlan) -> AppendResult:
+        reply = await self._run(self._eval("append_message", *self.append_call(plan)))
         status = _text(reply[0])
         if status == "ok":
             return AppendResult("ok", int(reply[1]), plan.key, _text(reply[2]))

@@ -25,7 +25,7 @@ async def _timed_appends(redis_url: str, settings: Settings, messages: int, pipe
     try:
         appender = Appender(client, settings)
         rng = random.Random(3)
-        calls = await appender.commands(post_mix(rng, i, USERS) for i in range(messages))  # built before timing
+        calls = appender.commands(post_mix(rng, i, USERS) for i in range(messages))  # built before timing
         slices = [calls[i::pipelines] for i in range(pipelines)]
         started = time.perf_counter()
         done = await asyncio.gather(*(appender.run(part) for part in slices))
