@@ -266,6 +266,8 @@ def build_spec(settings: Settings) -> dict[str, Any]:
     }
     session = {"type": "object", "properties": {"sessionId": {"type": "string"}, "key": {"type": "string"},
                                                 "messageCount": {"type": "integer"}}}
+    one_session = {"type": "object", "required": ["session", "messages", "messageCount"],
+                   "properties": {"session": session}}
     worker = {"type": "string", "minLength": 1, "maxLength": 128}
     session_meta = {
         "type": "object",
@@ -323,8 +325,7 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                 "summary": "One God Mode session with its messages",
                 "parameters": [*_pair_params(ai_required=False),
                                _query("sessionId", ID, "The session id.", required=True)],
-                "responses": _responses({"type": "object", "required": ["session", "messages", "messageCount"],
-                                         "properties": {"session": session}}, 400, 404),
+                "responses": _responses(one_session, 400, 404),
             }
         },
         "/api/godmode-session/{session_id}": {
@@ -332,8 +333,7 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                 "operationId": "getGodmodeSession",
                 "summary": "One God Mode session with its messages",
                 "parameters": [_path("session_id", ID), *_pair_params(ai_required=False)],
-                "responses": _responses({"type": "object", "required": ["session", "messages", "messageCount"],
-                                         "properties": {"session": session}}, 400, 404),
+                "responses": _responses(one_session, 400, 404),
             }
         },
         "/api/godmode-sessions": {
