@@ -42,7 +42,7 @@ async def update_score(store: Store, message_id: str, score: int) -> tuple[dict[
         delta = score - int(message.get("eqScore") or 0)
         message["eqScore"] = score
         if await store.replace_message(stored, message_id, encode(message), delta=delta):
-            return message, (await store.stats()).get("globalScore", 0)
+            return message, await store.global_score()
     raise Conflict("message is being updated concurrently; retry", messageId=message_id)
 
 

@@ -391,6 +391,9 @@ class Store:
 
     # -- operations -----------------------------------------------------------------------------
 
+    async def global_score(self) -> int:
+        return int(await self._run(self.redis.hget(keys.STATS, "globalScore")) or 0)
+
     async def stats(self) -> dict[str, int]:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.STATS)
