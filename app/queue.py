@@ -94,8 +94,7 @@ async def _requeue(store: Store, peek: QueuePeek) -> None:
     params["claimedAt"] = None
     params["attempts"] = int(params.get("attempts") or 0) + 1
     rank = keys.queue_rank_base(int(params.get("priority", 5))) + int(message["timestamp"])
-    stored = StoredMessage(peek.now, peek.key, peek.ts, peek.raw, peek.context)
-    await store.replace_message(stored, peek.id, encode(message), "pending", rank)
+    await store.replace_message(peek.stored(), peek.id, encode(message), "pending", rank)
 
 
 async def requeue_expired(store: Store) -> QueuePeek:
@@ -118,8 +117,7 @@ async def claim_next(store: Store, worker: str) -> tuple[dict[str, Any] | None, 
             await store.drop_queue_entry(peek.id)
             continue
         message = decode(peek.raw)
-        stored = StoredMessage(peek.now, peek.key, peek.ts, peek.raw, peek.context)
-        if await store.replace_message(stored, peek.id, _claimed(message, worker, peek.now), "processing", peek.now):
+        if await store.replace_message(peek.stored(), peek.id, _claimed(message, worker, peek.now), "processing", peek.now):
             return _with_context(message, peek.context), peek.pending, peek.pending - 1
     raise Conflict("the queue is contended; retry")
 

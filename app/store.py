@@ -77,6 +77,10 @@ class QueuePeek:
     raw: bytes | None = None
     context: bytes | None = None
 
+    def stored(self) -> StoredMessage:
+        """The peeked message as read_message would have returned it."""
+        return StoredMessage(self.now, self.key, self.ts, self.raw, self.context)
+
 
 def _text(value: bytes | str | memoryview) -> str:
     return value if isinstance(value, str) else bytes(value).decode()
@@ -270,12 +274,8 @@ class Store:
         return bool(done)
 
     async def drop_queue_entry(self, message_id: str) -> None:
-        await self._run(
-            self._eval("replace_message", (keys.STATS, keys.STATS, keys.STATS, keys.PENDING, keys.PROCESSING, keys.context_key(message_id),
-                      keys.STATS, keys.RECENT),
-                (message_id, "0", b"", b"", "drop", 0, 0),
-            )
-        )
+        """Forget a queue entry whose message is gone (no message key is touched)."""
+        await self.replace_message(StoredMessage(0, "", "0", None, None), message_id, b"", "drop")
 
     async def save_session_meta(self, key: str, data: bytes) -> None:
         await self._run(self.redis.set(key, data))

@@ -395,3 +395,14 @@ async def test_recent_copies_drop_trimmed_messages(store: Store) -> None:
         await post(store, human(entity=None, text=f"t{i}"))
     assert await store.redis.zrange(keys.RECENT, 0, -1) == await store.redis.zrange(key, 0, -1)
     assert [decode(m)["text"] for m in (await store.read_stream(0, 10, "")).messages] == ["t3", "t4", "t5"]
+
+
+async def test_claim_next_drops_entries_whose_message_vanished(store: Store) -> None:
+    gone, kept = human(text="gone"), human(text="kept", user="Other")
+    await post(store, gone)
+    await post(store, kept)
+    await store.redis.delete(CONV)  # an operator deleted the conversation by hand
+    claimed, _, _ = await queue.claim_next(store, "w")
+    assert claimed is not None and claimed["id"] == kept["id"]
+    assert await store.redis.zscore(keys.PENDING, gone["id"]) is None
+    assert await store.redis.exists(keys.context_key(gone["id"])) == 0
