@@ -12,9 +12,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import keys, models, queue
+from . import models, queue
 from .config import Settings
 from .errors import AppError, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType
+from .feed import encode_cursor
 from .models import encode
 from .openapi import openapi_endpoint
 from .store import Store
@@ -82,15 +83,19 @@ async def post_comment(request: Request) -> Response:
     )
 
 
-_POLL_TAIL = b'],"nextAfter":%d,"hasMore":%s,"globalScore":%d'
+_POLL_TAIL = b'],"nextAfter":%d,"hasMore":%s,"globalScore":%d,"cursor":"%s","reset":%s'
+_BOOL = {True: b"true", False: b"false"}
 
 
 async def get_comments(request: Request) -> Response:
-    query = models.poll_query(request.query_params)
-    page = await _store(request).read_stream(query.after, query.limit, query.type_flag)
+    settings = _settings(request)
+    query = models.poll_query(request.query_params, settings.partitions)
+    read = await _store(request).read_feed(query.positions, query.limit, query.type_mark)
+    page = read.page
     body = b'{"messages":[' + b",".join(page.messages)
-    body += _POLL_TAIL % (page.next_after, b"true" if page.has_more else b"false", page.global_score)
-    version = _settings(request).client_version
+    body += _POLL_TAIL % (page.next_after, _BOOL[page.has_more], read.global_score,
+                          encode_cursor(page.positions).encode(), _BOOL[page.reset or query.reset])
+    version = settings.client_version
     body += b',"version":' + encode(version) + b"}" if version else b"}"
     return Response(body, media_type=JSON)
 
@@ -111,10 +116,7 @@ async def get_conversation(request: Request) -> Response:
     assert ai_user is not None and ai_color is not None
     after = models.query_int(request.query_params, "after", 0, -1, models.MAX_TS)
     limit = models.query_int(request.query_params, "limit", 100, 1, 1000)
-    store = _store(request)
-    if ai_user.lower() == "godmode":
-        return _array(await store.read_pair(human_user, human_color, ai_user, ai_color, after, limit))
-    return _array(await store.read_conversation(keys.conv_key(human_user, human_color, ai_user, ai_color), after, limit))
+    return _array(await _store(request).read_pair(human_user, human_color, ai_user, ai_color, after, limit))
 
 
 # -- God Mode sessions --------------------------------------------------------------------------
@@ -160,22 +162,24 @@ async def post_godmode_session(request: Request) -> Response:
 
 async def claim_next(request: Request) -> Response:
     worker = models.worker_id(await _body(request))
-    message, total, remaining = await queue.claim_next(_store(request), worker)
+    message, token, total, remaining = await queue.claim_next(_store(request), encode(worker))
     if message is None:
-        return json_response(
-            {"success": False, "message": None, "reason": "no_pending_messages", "totalPending": 0, "remainingPending": 0}
-        )
-    return json_response({"success": True, "message": message, "totalPending": total, "remainingPending": remaining})
+        return json_response({"success": False, "message": None, "reason": "no_pending_messages",
+                              "totalPending": total, "remainingPending": remaining})
+    return json_response({"success": True, "message": message, "claimToken": token, "totalPending": total,
+                          "remainingPending": remaining})
 
 
 async def claim(request: Request) -> Response:
     body = await _body(request)
     message_id, worker = models.message_id(body), models.worker_id(body)
-    return json_response({"success": True, "message": await queue.claim(_store(request), message_id, worker)})
+    message, token = await queue.claim(_store(request), message_id, encode(worker))
+    return json_response({"success": True, "message": message, "claimToken": token})
 
 
 async def complete(request: Request) -> Response:
-    await queue.complete(_store(request), models.message_id(await _body(request)))
+    body = await _body(request)
+    await queue.complete(_store(request), models.message_id(body), models.claim_token(body))
     return json_response({"success": True})
 
 
@@ -212,10 +216,13 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    store = _store(request)
     try:
-        await _store(request).ping()
+        await store.ping()
     except AppError:
         return json_response({"status": "unavailable", "redis": False, "error": "Redis is unreachable"}, 503)
+    if store.eviction_warning:
+        return json_response({"status": "ok", "redis": True, "warning": store.eviction_warning})
     return json_response({"status": "ok", "redis": True})
 
 

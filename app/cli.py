@@ -1,17 +1,18 @@
-"""Operator CLI: `python -m app health|stats|sessions|rebuild-indexes`. Exit 0 on success, 1 on failure."""
+"""Operator CLI: `python -m app health|stats|sessions|rebuild-indexes|repartition`. Exit 0 on success, 1 on failure."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import models
+from . import keys, models
 from .config import ConfigError, load_settings
 from .errors import AppError
-from .store import Store, open_store
+from .store import Store, open_store, recorded_partitions
 
 
 async def _health(store: Store, args: argparse.Namespace) -> int:
@@ -51,7 +52,23 @@ async def _rebuild(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"health": _health, "stats": _stats, "sessions": _sessions, "rebuild-indexes": _rebuild}
+async def _repartition(store: Store, args: argparse.Namespace) -> int:
+    """Move the store to another PARTITIONS (run with the service stopped)."""
+    if not args.yes:
+        print("repartition rebuilds every partition index under a new partition count; stop the service "
+              "first, then pass --yes", file=sys.stderr)
+        return 1
+    if not 1 <= args.to <= keys.MAX_PARTITIONS:
+        print(f"error: --to must be from 1 to {keys.MAX_PARTITIONS}", file=sys.stderr)
+        return 1
+    stats = await store.rebuild_indexes(keys.partitions(args.to))
+    print(models.encode(stats).decode())
+    print(f"now start the service with PARTITIONS={args.to}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"health": _health, "stats": _stats, "sessions": _sessions, "rebuild-indexes": _rebuild,
+            "repartition": _repartition}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -66,11 +83,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--ai", help="only this God Mode identity, as Name:color")
     r = sub.add_parser("rebuild-indexes", help="rebuild all indexes from the message keys (SCAN)")
     r.add_argument("--yes", action="store_true", help="confirm: the service is stopped")
+    m = sub.add_parser("repartition", help="move the store to another partition count (PARTITIONS)")
+    m.add_argument("--to", type=int, required=True, help="the new partition count")
+    m.add_argument("--yes", action="store_true", help="confirm: the service is stopped")
     return p
 
 
 async def _main(args: argparse.Namespace) -> int:
-    async with open_store(load_settings(), attempts=1) as store:
+    settings = load_settings()
+    if args.command in ("repartition", "rebuild-indexes", "stats", "sessions"):
+        # Act on the store as it was created, whatever PARTITIONS this shell has.
+        recorded = await recorded_partitions(settings)
+        if recorded is not None:
+            settings = dataclasses.replace(settings, partitions=recorded)
+    async with open_store(settings, attempts=1) as store:
         return await COMMANDS[args.command](store, args)
 
 

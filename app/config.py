@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from . import keys
+
 
 class ConfigError(ValueError):
     """One or more environment variables are missing or malformed."""
@@ -16,8 +18,8 @@ class Settings:
     redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
     max_key_bytes: int = 131072  # the old store's per-value ceiling: one session must fit in it
     conv_window: int = 300  # newest messages a conv: key keeps
-    stream_window: int = 100_000  # entries the global poll index keeps
-    recent_messages: int = 1000  # copies for the poll fast path: 6 s of polling at ~160 msg/s
+    partitions: int = 12  # splits evenly over 1, 2, 3, 4 or 6 cluster masters; each poll reads one feed per partition
+    feed_window: int = 4000  # copies per partition feed: 48k messages, minutes of God Mode traffic
     idempotency_ttl_s: int = 86_400  # how long a trimmed message's id still answers "duplicate"
     claim_timeout_s: int = 900  # a God Mode session keeps a worker busy for minutes
     max_body_bytes: int = 2 * 1024 * 1024  # context is up to 200 displayed messages of up to 8 KB
@@ -32,8 +34,8 @@ class Settings:
 _INT_VARS = {
     "MAX_KEY_BYTES": ("max_key_bytes", 1024),
     "CONV_WINDOW": ("conv_window", 1),
-    "STREAM_WINDOW": ("stream_window", 1),
-    "RECENT_MESSAGES": ("recent_messages", 1),
+    "PARTITIONS": ("partitions", 1),
+    "FEED_WINDOW": ("feed_window", 1),
     "IDEMPOTENCY_TTL_S": ("idempotency_ttl_s", 1),
     "CLAIM_TIMEOUT_S": ("claim_timeout_s", 1),
     "MAX_BODY_BYTES": ("max_body_bytes", 1024),
@@ -83,6 +85,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if env.get("DEFAULT_DOMAIN"):
         values["default_domain"] = env["DEFAULT_DOMAIN"]
 
+    if int(values.get("partitions", 1)) > keys.MAX_PARTITIONS:  # type: ignore[call-overload]
+        errors.append(f"PARTITIONS must be <= {keys.MAX_PARTITIONS}, got {values['partitions']}")
     if errors:
         raise ConfigError("invalid configuration: " + "; ".join(errors))
     settings = Settings(**values)  # type: ignore[arg-type]

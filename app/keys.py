@@ -3,14 +3,21 @@
 Message keys are exactly the formats operators type into redis-cli:
     conv:{humanUsername}:{humanColor}:{aiUsername}:{aiColor}
     godmode:{humanUsername}:{humanColor}:{aiUsername}:{aiColor}:{sessionId}
-Companion data lives under other prefixes, so `SCAN MATCH godmode:H:C:A:C:*` lists exactly
-one pair's sessions. Per-key companions wrap the message key in a hash tag `{...}`, which puts
-them in the message key's cluster slot.
+
+Everything else belongs to a partition. A message belongs to the partition of its human, so one
+human's conversations, sessions and pair view live together, and every write is one script on
+one partition. A partition's companion keys share one Redis Cluster hash tag, `{pI.N}`, with N
+picked so that the P tags fall into P equal slices of the slot space (even spread over masters).
 """
 
 from __future__ import annotations
 
 import re
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 CONV = "conv"
 GODMODE = "godmode"
@@ -25,38 +32,23 @@ ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # message ids and session ids
 DEFAULT_AI_COLOR = "default"
 PLATFORM = "platform"
 
-# Singletons. Hot-path scripts touch these on every append/poll.
-STREAM = "store:stream"  # global poll index: entry id "<ts>-0", fields k=<message key>, t=h|a
-STATS = "store:stats"  # counters and globalScore
-RECENT = "store:recent"  # copies of the newest messages: a recent poll is one native ZRANGE
-MSGLOC = "store:msgloc"  # id -> "<ts> <domain> <message key>"
-CLOCK_FIELD = ":clock"  # in MSGLOC: last timestamp handed out (no id contains ':')
-MSGLOC_EXPIRY = "store:msgloc:expiry"  # trimmed ids -> ms when their idempotency record lapses
-PENDING = "queue:pending"  # id -> rank (priority first, then age)
-PROCESSING = "queue:processing"  # id -> claimedAt ms
+# The PARTITIONS a store was created with; read at start-up only, never on a request.
+PARTITIONS_KEY = "store:partitions"
+MAX_PARTITIONS = 1024  # one slot each; more only adds per-poll reads
 
-SIZE_PREFIX, SIZE_SUFFIX = "size:{", "}"  # hash: total, inflight bytes of one message key
-INFLIGHT_PREFIX = "inflight:{"  # zset: id -> ts of that key's pending/processing messages
-CONTEXT_PREFIX = "queue:context:"  # the bot's context for one queued message
-SESSIONS_PREFIX = "sessions:"  # zset per human, member "{aiUsername}:{aiColor}:{sessionId}"
-SESSION_META_PREFIX = "godmode-session:"  # the bot's optional session metadata
+SESSION_META_PREFIX = "godmode-session:"  # the bot's optional session metadata (any slot)
 
-# Everything this service writes, for purge and stats.
-ALL_PATTERNS = (
-    "conv:*",
-    "godmode:*",
-    "size:*",
-    "inflight:*",
-    "sessions:*",
-    "godmode-session:*",
-    "queue:*",
-    "store:*",
-)
+# The feed's marker member: its score is the newest timestamp the feed no longer holds (trimmed,
+# or lost with a deleted feed). Message members start with '{', so it never collides.
+FEED_MARK = "~"
 
 # Queue rank = (99 - priority) * PRIORITY_STRIDE + timestamp: priority high first, then oldest.
 # The stride exceeds any ms timestamp until year 2286; 99 strides + ts stays below 2**53, so the
 # double score is exact.
 PRIORITY_STRIDE = 10**13
+
+# Everything this service writes outside a partition's own keys, for purge's final SCAN.
+MESSAGE_PATTERNS = ("conv:*", "godmode:*")
 
 
 def conv_key(human_user: str, human_color: str, ai_user: str, ai_color: str) -> str:
@@ -75,20 +67,10 @@ def godmode_key(human_user: str, human_color: str, ai_user: str, ai_color: str, 
     return godmode_prefix(human_user, human_color, ai_user, ai_color) + session_id
 
 
-def size_key(message_key: str) -> str:
-    return f"{SIZE_PREFIX}{message_key}{SIZE_SUFFIX}"
-
-
-def inflight_key(message_key: str) -> str:
-    return f"{INFLIGHT_PREFIX}{message_key}}}"
-
-
-def context_key(message_id: str) -> str:
-    return CONTEXT_PREFIX + message_id
-
-
-def human_sessions_key(human_user: str, human_color: str) -> str:
-    return f"{SESSIONS_PREFIX}{human_user}:{human_color}"
+def message_key_human(message_key: str) -> tuple[str, str]:
+    """(humanUsername, humanColor) of a conv: or godmode: key."""
+    _, human_user, human_color, _ = message_key.split(":", 3)
+    return human_user, human_color
 
 
 def session_member(ai_user: str, ai_color: str, session_id: str) -> str:
@@ -107,3 +89,83 @@ def session_meta_key(session_id: str) -> str:
 
 def queue_rank_base(priority: int) -> int:
     return (99 - priority) * PRIORITY_STRIDE
+
+
+def partition_index(human_user: str, human_color: str, partitions: int) -> int:
+    """The partition of a human. crc32 is stable across processes and versions (hash() is not)."""
+    return zlib.crc32(f"{human_user}:{human_color}".encode()) % partitions
+
+
+def _tag(index: int, partitions: int) -> str:
+    low = index * REDIS_CLUSTER_HASH_SLOTS // partitions
+    high = (index + 1) * REDIS_CLUSTER_HASH_SLOTS // partitions
+    n = 0
+    while not low <= key_slot(f"p{index}.{n}".encode()) < high:
+        n += 1
+    return f"{{p{index}.{n}}}"
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """One partition's keys. All carry the partition's hash tag, so one script may touch them all."""
+
+    index: int
+    tag: str
+
+    @property
+    def feed(self) -> str:  # zset ts -> copy of each of the newest FEED_WINDOW messages, + FEED_MARK
+        return f"feed:{self.tag}"
+
+    @property
+    def ids(self) -> str:  # hash id -> location record (records.py)
+        return f"ids:{self.tag}"
+
+    @property
+    def lapses(self) -> str:  # zset id -> ms its record lapses (ids of trimmed messages)
+        return f"lapses:{self.tag}"
+
+    @property
+    def meta(self) -> str:  # hash: clock, convKeys, godmodeKeys, messages, bytes, globalScore
+        return f"meta:{self.tag}"
+
+    @property
+    def sizes(self) -> str:  # hash message key -> "<bytes> <in-flight bytes> <count>": the key index
+        return f"sizes:{self.tag}"
+
+    @property
+    def pending(self) -> str:  # zset id -> rank
+        return f"pending:{self.tag}"
+
+    @property
+    def processing(self) -> str:  # zset id -> claimedAt ms
+        return f"processing:{self.tag}"
+
+    @property
+    def claims(self) -> str:  # hash id -> claim token of the current claim
+        return f"claims:{self.tag}"
+
+    @property
+    def contexts(self) -> str:  # hash id -> the bot's context JSON of a queued message
+        return f"contexts:{self.tag}"
+
+    @property
+    def sessions_prefix(self) -> str:
+        return f"sessions:{self.tag}:"
+
+    def sessions(self, human_user: str, human_color: str) -> str:
+        """zset of one human's sessions, members "{aiUsername}:{aiColor}:{sessionId}" at score 0."""
+        return f"{self.sessions_prefix}{human_user}:{human_color}"
+
+    def own_keys(self) -> tuple[str, ...]:
+        """Every fixed key of the partition (per-human sessions keys are found through sizes)."""
+        return (self.feed, self.ids, self.lapses, self.meta, self.sizes, self.pending, self.processing,
+                self.claims, self.contexts)
+
+
+@lru_cache(maxsize=8)
+def partitions(count: int) -> tuple[Partition, ...]:
+    return tuple(Partition(i, _tag(i, count)) for i in range(count))
+
+
+def partition_of(human_user: str, human_color: str, count: int) -> Partition:
+    return partitions(count)[partition_index(human_user, human_color, count)]

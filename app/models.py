@@ -10,13 +10,16 @@ import secrets
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from . import keys
+from . import feed, keys
 from .config import Settings
 from .errors import BadRequest, PayloadTooLarge
+
+if TYPE_CHECKING:
+    from .scripts import SessionRow
 
 COLOR_RE = re.compile(r"[0-9]{9}(?:-[A-Za-z0-9]{10})?")  # [0-9], not \d: \d also takes Arabic-Indic digits
 DOMAIN_RE = re.compile(r"[A-Za-z0-9.:_-]{1,253}")  # spliced into JSON by Lua: no quotes or escapes
@@ -112,22 +115,27 @@ def new_id() -> str:
 
 @dataclass(frozen=True, slots=True)
 class AppendPlan:
-    """Everything the append script needs, decided before touching Redis."""
+    """Everything the append script needs, decided before touching Redis.
+
+    The stored message is `{"id","timestamp","domain",` (written by the script) + `middle` (the
+    fields that never change, ending in ',') + the state tail that lua/_lib.lua owns:
+    `"status",...,"completedAt"},"eqScore":N}` with botParams, else `"eqScore":N}`."""
 
     id: str
     key: str
     kind: str  # keys.CONV or keys.GODMODE
-    head: bytes  # message JSON up to '"timestamp":'
-    tail: bytes  # after the domain
-    tail_after_completed: bytes  # b"" unless tail ends in a completedAt placeholder
+    partition: keys.Partition
+    human_user: str
+    human_color: str
+    middle: bytes
+    status: str  # '' (no botParams) | 'pending' | 'complete'
     domain: str  # "" = inherit from reply_to
     reply_to: str
     is_ai: bool
     eq_score: int
     queue_rank_base: int | None
     context: bytes  # b"" = none
-    human_sessions_key: str  # "" unless a God Mode session
-    session_member: str
+    session_member: str  # "" unless a God Mode session
 
 
 def _split_ais(ais: str) -> tuple[str, str]:
@@ -205,58 +213,52 @@ def plan_append(body: dict[str, Any], settings: Settings) -> AppendPlan:
         else:
             ai_user, ai_color = keys.PLATFORM, keys.PLATFORM
 
-    sessions_key = member = ""
+    member = ""
     if entity == GOD_MODE_ENTITY and session_id:
         kind = keys.GODMODE
         key = keys.godmode_key(human_user, human_color, ai_user, ai_color, session_id)
-        sessions_key = keys.human_sessions_key(human_user, human_color)
         member = keys.session_member(ai_user, ai_color, session_id)
     else:
         kind = keys.CONV
         key = keys.conv_key(human_user, human_color, ai_user, ai_color)
 
-    stored: dict[str, Any] = {
+    fixed: dict[str, Any] = {
         "text": text,
         "username": username,
         "color": user_color,
         "message-type": mtype,
         "replyTo": reply_to or None,
-        "eqScore": eq_score,
     }
     queued = not is_ai and bool(entity)
+    status = ""
     if entity:
-        stored["botParams"] = {
-            "status": "complete" if is_ai else "pending",
+        status = "complete" if is_ai else "pending"
+        fixed["botParams"] = {
             "priority": priority,
             "entity": entity,
             "ais": ais,
             "sessionId": session_id or None,
             "humanUsername": human_user,
             "humanColor": human_color,
-            "claimedBy": None,
-            "claimedAt": None,
-            # completedAt is last so the AI case can end the JSON in a timestamp placeholder.
-            "completedAt": None,
         }
-    tail = b"," + encode(stored)[1:]
-    tail_after = b""
-    if is_ai and entity:
-        tail, _, tail_after = tail.rpartition(b'"completedAt":null')
-        tail += b'"completedAt":'
+        middle = encode(fixed)[1:-2] + b","  # drop '{' and '}}': the state tail closes botParams
+    else:
+        middle = encode(fixed)[1:-1] + b","
     return AppendPlan(
         id=message_id,
         key=key,
         kind=kind,
-        head=b'{"id":"' + message_id.encode() + b'","timestamp":',
-        tail=tail,
-        tail_after_completed=tail_after,
+        partition=keys.partition_of(human_user, human_color, settings.partitions),
+        human_user=human_user,
+        human_color=human_color,
+        middle=middle,
+        status=status,
         domain=domain,
         reply_to=reply_to,
         is_ai=is_ai,
         eq_score=eq_score,
         queue_rank_base=keys.queue_rank_base(priority) if queued else None,
         context=context_bytes if queued else b"",
-        human_sessions_key=sessions_key,
         session_member=member,
     )
 
@@ -275,27 +277,35 @@ def query_int(params: Mapping[str, str], name: str, default: int, low: int, high
     return max(low, min(high, int(raw)))
 
 
+TYPE_MARKS = {"human": b'"message-type":"human"', "ai": b'"message-type":"AI"'}
+
+
 @dataclass(frozen=True, slots=True)
 class PollQuery:
-    after: int
+    positions: tuple[int, ...]  # per partition: the newest timestamp the client has
     limit: int
-    type_flag: str  # '' | 'h' | 'a'
+    type_mark: bytes | None  # only messages containing it
+    reset: bool  # a cursor of another partition count: resumed from its lowest position
 
 
-def poll_query(params: Mapping[str, str]) -> PollQuery:
-    name = "after" if params.get("after") not in (None, "") else "since"
-    after = query_int(params, name, 0, -1, MAX_TS)
+def poll_query(params: Mapping[str, str], partitions: int) -> PollQuery:
+    cursor = params.get("cursor")
+    if cursor:
+        try:
+            positions, reset = feed.decode_cursor(cursor, partitions)
+        except ValueError:
+            raise BadRequest("cursor", "is not a cursor this service issued") from None
+    else:
+        name = "after" if params.get("after") not in (None, "") else "since"
+        positions, reset = (query_int(params, name, 0, -1, MAX_TS),) * partitions, False
     limit = query_int(params, "limit", 200, 1, 1000)
     raw_type = params.get("type")
-    if raw_type in (None, ""):
-        type_flag = ""
-    elif raw_type.lower() == "human":
-        type_flag = "h"
-    elif raw_type.lower() == "ai":
-        type_flag = "a"
-    else:
-        raise BadRequest("type", "must be 'human' or 'AI'")
-    return PollQuery(after, limit, type_flag)
+    type_mark = None
+    if raw_type not in (None, ""):
+        type_mark = TYPE_MARKS.get(raw_type.lower())
+        if type_mark is None:
+            raise BadRequest("type", "must be 'human' or 'AI'")
+    return PollQuery(positions, limit, type_mark, reset)
 
 
 def pair_query(params: Mapping[str, str], *, ai_required: bool = True) -> tuple[str, str, str | None, str | None]:
@@ -311,20 +321,6 @@ def pair_query(params: Mapping[str, str], *, ai_required: bool = True) -> tuple[
 
 # ---------------------------------------------------------------------------------------------
 # Responses assembled from what Store read
-
-
-@dataclass(frozen=True, slots=True)
-class SessionRow:
-    """One God Mode session as read_sessions.lua returns it."""
-
-    member: str  # "{aiUsername}:{aiColor}:{sessionId}"
-    count: int
-    byte_count: int
-    first: bytes
-    last: bytes
-    replied: bytes | None  # the message the first one replies to: the human's question
-    meta: bytes | None
-    messages: list[bytes] | None
 
 
 def session_summary(human_user: str, human_color: str, row: SessionRow) -> dict[str, Any]:
@@ -374,6 +370,12 @@ def worker_id(body: Mapping[str, Any]) -> str:
     if len(value) > 128:
         raise BadRequest("workerId", "must be at most 128 characters")
     return value
+
+
+def claim_token(body: Mapping[str, Any]) -> str:
+    """The claimToken a claim answered with; '' when absent (complete then acts on any claim)."""
+    value = _str(body, "claimToken")
+    return "" if value in (None, "") else ident(value, "claimToken")
 
 
 def message_id(body: Mapping[str, Any], field: str = "messageId") -> str:

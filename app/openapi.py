@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from . import keys, models
 from .config import Settings
+from .feed import CURSOR_PATTERN
 
 Schema = dict[str, Any]
 
@@ -231,6 +232,8 @@ def _poll_params() -> list[Schema]:
                                    "Follow nextAfter to see every message once."),
         _query("since", {"type": "string"}, "Old name of `after`, read (as `after`) only when `after` is absent "
                                             "or empty: then it must be an integer."),
+        _query("cursor", {"type": "string", "pattern": CURSOR_PATTERN}, "The `cursor` of the previous page: resumes exactly where it ended, "
+                                             "whatever `after` says. Only cursors this service issued (else 400)."),
         _query("limit", QUERY_INT, "Page size; clamped to [1, 1000] (default 200)."),
         _query("type", {"type": "string", "pattern": "^(?:[Hh][Uu][Mm][Aa][Nn]|[Aa][Ii])?$"},
                "Only 'human' or only 'AI' messages, any case."),
@@ -249,12 +252,15 @@ def _after_limit(default_limit: int) -> list[Schema]:
 def build_spec(settings: Settings) -> dict[str, Any]:
     poll = {
         "type": "object",
-        "required": ["messages", "nextAfter", "hasMore", "globalScore"],
+        "required": ["messages", "nextAfter", "hasMore", "globalScore", "cursor", "reset"],
         "properties": {
             "messages": {"type": "array", "items": MESSAGE},
             "nextAfter": {"type": "integer"},
             "hasMore": {"type": "boolean"},
             "globalScore": {"type": "integer"},
+            "cursor": {"type": "string", "description": "Opaque: pass as ?cursor= to resume after this page."},
+            "reset": {"type": "boolean", "description": "Messages after the client's position are no longer "
+                                                        "held; the page starts at the oldest one still held."},
             "version": {"type": "string"},
         },
     }
@@ -377,7 +383,10 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                 "operationId": "complete",
                 "summary": "Mark a pending or processing message complete",
                 "requestBody": {"required": True, **_json({"type": "object", "required": ["messageId"],
-                                                           "properties": {"messageId": ID}})},
+                                                           "properties": {"messageId": ID, "claimToken": {
+                                                               "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$",
+                                                               "description": "The claim's token: 409 when the "
+                                                               "message was claimed again since."}}})},
                 "responses": _responses(ANY_OBJECT, *_BODY_ERRORS, 404, 409),
             }
         },

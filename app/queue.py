@@ -1,133 +1,123 @@
-"""The bot's queue and in-place message updates, as read-modify-compare-and-swap over Store.
-
-A message is read with its location, changed here (so field order and shape stay ours), and
-written back by replace_message.lua only if nobody changed it meanwhile; on a lost race we read
-again. Two claimers of one message: exactly one swap succeeds.
+"""The bot's queue and in-place updates: which partition to act on, and what each script's answer
+means to the client. Every change to a message is one atomic script (lua/claim_message.lua,
+complete_message.lua, score_message.lua), so two claimers of one message get exactly one winner
+and nobody retries a lost race.
 """
 
 from __future__ import annotations
 
+import secrets
+import time
 from typing import Any
 
-from . import keys
 from .errors import Conflict, NotFound
-from .models import decode, encode
-from .store import QueuePeek, Store, StoredMessage
+from .keys import Partition
+from .models import decode
+from .scripts import ClaimResult
+from .store import QueueHead, Store
 
-MAX_RACES = 20  # lost swaps before giving up; each loss means another writer made progress
+# claim-next looks again when another bot emptied the partition it chose; each look is one read
+# per partition, and each miss means another bot was served.
+MAX_LOOKS = 32
 
 
-def _with_context(message: dict[str, Any], context: bytes | None) -> dict[str, Any]:
+def _with_context(raw: bytes, context: bytes | None) -> dict[str, Any]:
+    message: dict[str, Any] = decode(raw)
     message["context"] = decode(context) if context else []
     return message
 
 
-async def _read(store: Store, message_id: str) -> tuple[StoredMessage, dict[str, Any]]:
-    stored = await store.read_message(message_id)
-    if stored is None or stored.raw is None:
+def _claimed(result: ClaimResult, token: str) -> tuple[dict[str, Any], str]:
+    assert result.message is not None
+    return _with_context(result.message, result.context), token
+
+
+async def _only_partition(store: Store, message_id: str) -> Partition:
+    found = await store.partitions_holding(message_id)
+    if not found:
         raise NotFound(f"message {message_id} not found", messageId=message_id)
-    return stored, decode(stored.raw)
-
-
-def _queue_state(message: dict[str, Any]) -> dict[str, Any] | None:
-    params = message.get("botParams")
-    if message.get("message-type") != "human" or not isinstance(params, dict):
-        return None
-    return params
+    if len(found) > 1:
+        raise Conflict(f"message id {message_id} is used in more than one conversation; nothing was changed",
+                       messageId=message_id)
+    return found[0]
 
 
 async def update_score(store: Store, message_id: str, score: int) -> tuple[dict[str, Any], int]:
-    for _ in range(MAX_RACES):
-        stored, message = await _read(store, message_id)
-        delta = score - int(message.get("eqScore") or 0)
-        message["eqScore"] = score
-        if await store.replace_message(stored, message_id, encode(message), delta=delta):
-            return message, await store.global_score()
-    raise Conflict("message is being updated concurrently; retry", messageId=message_id)
+    raw = await store.score_message(await _only_partition(store, message_id), message_id, score)
+    if raw is None:
+        raise NotFound(f"message {message_id} not found", messageId=message_id)
+    return decode(raw), await store.global_score()
 
 
-def _claimed(message: dict[str, Any], worker: str, now: int) -> bytes:
-    params = message["botParams"]
-    params["status"] = "processing"
-    params["claimedBy"] = worker
-    params["claimedAt"] = now
-    return encode(message)
+async def _heads(store: Store) -> list[QueueHead]:
+    """Every partition's queue head, after putting expired claims back where there are any."""
+    heads = await store.queue_heads()
+    cutoff = time.time() * 1000 - store.settings.claim_timeout_s * 1000
+    expired = [h.partition for h in heads if h.oldest_claim is not None and h.oldest_claim <= cutoff]
+    if not expired:
+        return heads
+    await store.requeue_expired(expired)
+    return await store.queue_heads()
 
 
-async def claim(store: Store, message_id: str, worker: str) -> dict[str, Any]:
-    for _ in range(MAX_RACES):
-        stored, message = await _read(store, message_id)
-        params = _queue_state(message)
-        if params is None:
-            raise Conflict(f"message {message_id} is not queued", messageId=message_id)
-        if params.get("status") != "pending":
-            raise Conflict(f"message {message_id} is {params.get('status')}, not pending", messageId=message_id)
-        if await store.replace_message(stored, message_id, _claimed(message, worker, stored.now), "processing", stored.now):
-            return _with_context(message, stored.context)
-    raise Conflict("message is being claimed concurrently; retry", messageId=message_id)
+async def claim_next(store: Store, worker: bytes) -> tuple[dict[str, Any] | None, str, int, int]:
+    """The best pending message across partitions (priority high first, then oldest), claimed.
+    Returns (message or None, claimToken, totalPending, remainingPending)."""
+    token = secrets.token_urlsafe(12)
+    total = 0
+    for _ in range(MAX_LOOKS):
+        heads = await _heads(store)
+        total = sum(h.pending for h in heads)
+        ready = [h for h in heads if h.best_rank is not None]
+        if not ready:
+            return None, "", total, total
+        best = min(ready, key=lambda h: (h.best_rank, h.partition.index))
+        result = await store.claim(best.partition, "next", worker=worker, token=token)
+        if result.status == "ok":
+            message, token = _claimed(result, token)
+            remaining = total - best.pending + result.pending
+            return message, token, remaining + 1, remaining
+    return None, "", total, total  # every look lost to other bots: the caller sleeps and asks again
 
 
-async def complete(store: Store, message_id: str) -> None:
-    for _ in range(MAX_RACES):
-        stored, message = await _read(store, message_id)
-        params = _queue_state(message)
-        if params is None:
-            raise Conflict(f"message {message_id} was never queued", messageId=message_id)
-        if params.get("status") not in ("pending", "processing"):
-            raise Conflict(f"message {message_id} is already {params.get('status')}", messageId=message_id)
-        params["status"] = "complete"
-        params["completedAt"] = stored.now
-        if await store.replace_message(stored, message_id, encode(message), "done"):
+async def claim(store: Store, message_id: str, worker: bytes) -> tuple[dict[str, Any], str]:
+    token = secrets.token_urlsafe(12)
+    result = await store.claim(await _only_partition(store, message_id), "id", target=message_id, worker=worker,
+                               token=token)
+    if result.status == "ok":
+        return _claimed(result, token)
+    if result.status == "not_found":
+        raise NotFound(f"message {message_id} not found", messageId=message_id)
+    if result.status == "not_queued":
+        raise Conflict(f"message {message_id} is not queued", messageId=message_id)
+    raise Conflict(f"message {message_id} is {result.current_status}, not pending", messageId=message_id)
+
+
+async def complete(store: Store, message_id: str, token: str) -> None:
+    found = await store.partitions_holding(message_id)
+    if not found:
+        raise NotFound(f"message {message_id} not found", messageId=message_id)
+    if len(found) > 1 and not token:
+        raise Conflict(f"message id {message_id} is used in more than one conversation; send its claimToken",
+                       messageId=message_id)
+    result = None
+    for partition in found:  # with a token, only the partition holding that claim accepts it
+        result = await store.complete(partition, message_id, token)
+        if result.status == "ok":
             return
-    raise Conflict("message is being completed concurrently; retry", messageId=message_id)
-
-
-async def _requeue(store: Store, peek: QueuePeek) -> None:
-    """Put an expired claim back in line, clearing the claim and counting the attempt."""
-    if peek.raw is None:
-        await store.drop_queue_entry(peek.id)
-        return
-    message = decode(peek.raw)
-    params = message["botParams"]
-    params["status"] = "pending"
-    params["claimedBy"] = None
-    params["claimedAt"] = None
-    params["attempts"] = int(params.get("attempts") or 0) + 1
-    rank = keys.queue_rank_base(int(params.get("priority", 5))) + int(message["timestamp"])
-    await store.replace_message(peek.stored(), peek.id, encode(message), "pending", rank)
-
-
-async def requeue_expired(store: Store) -> QueuePeek:
-    """Return expired claims to pending; the final peek shows the head of the queue."""
-    for _ in range(MAX_RACES):
-        peek = await store.peek_queue()
-        if peek.kind != "expired":
-            return peek
-        await _requeue(store, peek)
-    return await store.peek_queue()
-
-
-async def claim_next(store: Store, worker: str) -> tuple[dict[str, Any] | None, int, int]:
-    """Claim the head of the queue. Returns (message or None, totalPending, remainingPending)."""
-    for _ in range(MAX_RACES):
-        peek = await requeue_expired(store)
-        if peek.kind != "pending":
-            return None, peek.pending, peek.pending
-        if peek.raw is None:
-            await store.drop_queue_entry(peek.id)
-            continue
-        message = decode(peek.raw)
-        if await store.replace_message(peek.stored(), peek.id, _claimed(message, worker, peek.now), "processing", peek.now):
-            return _with_context(message, peek.context), peek.pending, peek.pending - 1
-    raise Conflict("the queue is contended; retry")
+    assert result is not None
+    if result.status == "not_found":
+        raise NotFound(f"message {message_id} not found", messageId=message_id)
+    if result.status == "not_queued":
+        raise Conflict(f"message {message_id} was never queued", messageId=message_id)
+    if result.status == "stale":
+        raise Conflict(f"claimToken is not the current claim of message {message_id}; it was claimed again",
+                       messageId=message_id)
+    raise Conflict(f"message {message_id} is already {result.current_status}", messageId=message_id)
 
 
 async def pending(store: Store, limit: int) -> tuple[list[dict[str, Any]], int, int]:
-    await requeue_expired(store)
-    out = []
-    for message_id in await store.pending_ids(limit):
-        stored = await store.read_message(message_id)
-        if stored is not None and stored.raw is not None:
-            out.append(_with_context(decode(stored.raw), stored.context))
-    waiting, processing = await store.queue_counts()
-    return out, waiting, processing
+    heads = await _heads(store)
+    found = await store.read_messages(await store.pending_ids(limit))
+    out = [_with_context(m.raw, m.context) for m in found if m is not None and m.raw is not None]
+    return out, sum(h.pending for h in heads), sum(h.processing for h in heads)

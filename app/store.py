@@ -1,126 +1,85 @@
-"""The only module that talks to Redis. Scripts live in lua/, one atomic operation per file."""
+"""The only module that talks to Redis. Scripts live in lua/, one atomic operation per file;
+their KEYS, ARGV and replies are typed in scripts.py. Every command goes through `_wire`."""
 
 from __future__ import annotations
 
 import asyncio
-import heapq
-from collections.abc import AsyncIterator, Awaitable
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from hiredis import pack_command
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from . import keys
-from .config import Settings
+from . import keys, scripts
+from .config import ConfigError, Settings
 from .errors import Conflict, StoreUnavailable
-from .models import AppendPlan, SessionRow, decode
+from .feed import Page, PageBuilder
+from .keys import Partition
+from .models import AppendPlan
+from .scripts import AppendResult, Call, ClaimResult, CompleteResult, SessionRow, StoredMessage, text
 
-SCRIPTS = (
-    "append_message",
-    "read_stream",
-    "read_pair",
-    "read_message",
-    "peek_queue",
-    "replace_message",
-    "read_sessions",
-)
+T = TypeVar("T")
+log = logging.getLogger("godmode_store")
 
-
-def _lua(name: str) -> str:
-    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+# A pooled connection that broke (Redis restarted) is replaced and the commands sent once more.
+# Connecting itself already retries under the client's Retry: nesting both multiplied the wait.
+_RESEND = Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,))
+GLOBAL_SCORE_TTL_S = 1.0  # polls show a globalScore at most this old; summing it costs a read per partition
+EVICTING_POLICIES = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
 
 
-@dataclass(frozen=True, slots=True)
-class AppendResult:
-    status: str  # ok | duplicate | too_large | backlog
-    timestamp: int = 0
-    key: str = ""
-    domain: str = ""
-    size: int = 0
-    limit: int = 0
-    current: int = 0
+def _source(name: str) -> bytes:
+    lua = resources.files(__package__).joinpath("lua")
+    return (lua.joinpath("_lib.lua").read_text("utf-8") + lua.joinpath(f"{name}.lua").read_text("utf-8")).encode()
 
 
 @dataclass(frozen=True, slots=True)
-class StreamPage:
-    global_score: int
-    next_after: int
-    has_more: bool
-    messages: list[bytes]
+class _Script:
+    source: bytes
+    sha: str
+
+
+_SCRIPTS = {
+    call.script: _Script(src, hashlib.sha1(src).hexdigest())
+    for call in scripts.SCRIPTS
+    for src in (_source(call.script),)
+}
 
 
 @dataclass(frozen=True, slots=True)
-class StoredMessage:
-    now: int
-    key: str
-    ts: str
-    raw: bytes | None  # None: the id is known but its message was trimmed
-    context: bytes | None
+class QueueHead:
+    """What one partition's queue looks like, read without a script."""
 
-
-@dataclass(frozen=True, slots=True)
-class QueuePeek:
-    now: int
+    partition: Partition
+    best_rank: float | None  # score of the head of pending
+    oldest_claim: float | None  # claimedAt of the oldest processing entry
     pending: int
     processing: int
-    kind: str  # '' | 'pending' | 'expired'
-    id: str = ""
-    key: str = ""
-    ts: str = ""
-    raw: bytes | None = None
-    context: bytes | None = None
-
-    def stored(self) -> StoredMessage:
-        """The peeked message as read_message would have returned it."""
-        return StoredMessage(self.now, self.key, self.ts, self.raw, self.context)
 
 
-def _text(value: bytes | str | memoryview) -> str:
-    return value if isinstance(value, str) else bytes(value).decode()
-
-
-_TYPE_MARK = {"h": b'"message-type":"human"', "a": b'"message-type":"AI"'}
-
-
-def _timestamp(message: bytes) -> int:
-    """A stored message's timestamp, read from its JSON prefix `{"id":"…","timestamp":N,`."""
-    start = message.index(b'"timestamp":') + 12
-    return int(message[start : message.index(b",", start)])
-
-
-def _recent_page(rows: list[bytes], limit: int, type_flag: str, global_score: int, after: int) -> StreamPage:
-    has_more = len(rows) > limit
-    page = rows[:limit]
-    next_after = _timestamp(page[-1]) if page else after
-    if type_flag:  # quotes inside JSON strings are escaped, so the mark only matches the field
-        page = [m for m in page if _TYPE_MARK[type_flag] in m]
-    return StreamPage(global_score, next_after, has_more, page)
-
-
-def _location(loc: bytes) -> tuple[int, str]:
-    ts, _domain, key = loc.decode().split(" ", 2)
-    return int(ts), key
+@dataclass(frozen=True, slots=True)
+class FeedPage:
+    page: Page
+    global_score: int
 
 
 class Store:
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
         self.redis = client
         self.settings = settings
-        self._scripts = {name: client.register_script(_lua(name)) for name in SCRIPTS}
-        self._append_static = (
-            str(settings.conv_window),
-            str(settings.max_key_bytes),
-            str(settings.stream_window),
-            str(settings.idempotency_ttl_s * 1000),
-            str(settings.recent_messages),
-        )
+        self.partitions = keys.partitions(settings.partitions)
+        self._score_cache: tuple[float, int] = (-1.0, 0)
+        self.eviction_warning: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
@@ -131,8 +90,7 @@ class Store:
             socket_connect_timeout=settings.redis_timeout_s,
             health_check_interval=30,
             # Only reconnects are retried: every write carries an id, so a replay is idempotent.
-            # supported_errors: Retry also retries TimeoutError by default, which made a stalled Redis
-            # hold a request for 4 x REDIS_TIMEOUT_S (~21 s) instead of answering 503 after one.
+            # Retrying timeouts too made a stalled Redis hold a request for 4 x REDIS_TIMEOUT_S.
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3, supported_errors=(RedisConnectionError,)),
             retry_on_error=[RedisConnectionError],
         )
@@ -141,363 +99,416 @@ class Store:
     async def close(self) -> None:
         await self.redis.aclose()
 
-    async def _run(self, call: Awaitable[Any]) -> Any:  # redis-py's reply types are loose unions
+    def partition_of(self, human_user: str, human_color: str) -> Partition:
+        return keys.partition_of(human_user, human_color, self.settings.partitions)
+
+    # -- the wire -------------------------------------------------------------------------------
+
+    async def _send(self, packed: bytes, count: int) -> list[Any]:
+        pool = self.redis.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            return await call
-        except ResponseError as exc:
-            # Someone (an operator, another app) put a different type under one of our keys.
-            # Scripts touch the message key before their first write, so nothing was written.
-            if "WRONGTYPE" in str(exc):
-                raise Conflict("a key this request needs holds another data type; see the server log") from exc
-            raise StoreUnavailable(f"storage error: {exc}") from exc
+            await conn.send_packed_command(packed, check_health=False)
+            replies: list[Any] = []
+            for _ in range(count):
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as exc:  # the reply was read: the connection stays usable
+                    replies.append(exc)
+            return replies
+        except BaseException:
+            await conn.disconnect()  # a half-read reply would poison the next user
+            raise
+        finally:
+            await pool.release(conn)
+
+    async def _wire(self, commands: Sequence[tuple[Any, ...]], *, errors_as_values: bool = False) -> list[Any]:
+        """Send commands in one write and read every reply: one round trip without redis-py's
+        Pipeline overhead. Reconnects are retried under the client's Retry; an error reply raises
+        (or, with errors_as_values, comes back in its place)."""
+        packed = b"".join(pack_command(command) for command in commands)
+
+        async def attempt() -> list[Any]:
+            return await self._send(packed, len(commands))
+
+        try:
+            replies = await _RESEND.call_with_retry(attempt, _no_op)
         except RedisError as exc:
             raise StoreUnavailable(f"storage unavailable: {type(exc).__name__}") from exc
+        if not errors_as_values:
+            for reply in replies:
+                if isinstance(reply, ResponseError):
+                    raise _store_error(reply)
+        return replies
 
-    async def _roundtrip(self, *commands: tuple[Any, ...]) -> list[Any]:
-        """Send commands in one write and read every reply: one round trip, without the cost of
-        a redis-py Pipeline (a third of a poll's CPU when profiled). Error replies come back as
-        exceptions in the list; a broken connection is retried once, as reconnects are."""
-        pool = self.redis.connection_pool
-        packed = b"".join(pack_command(command) for command in commands)
-        for attempt in (1, 2):
-            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-            try:
-                await conn.send_packed_command(packed, check_health=False)
-                replies: list[Any] = []
-                for _ in commands:
-                    try:
-                        replies.append(await conn.read_response())
-                    except ResponseError as exc:  # the reply was read: the connection stays usable
-                        replies.append(exc)
-                return replies
-            except RedisConnectionError:
-                await conn.disconnect()
-                if attempt == 2:
-                    raise
-            except BaseException:
-                await conn.disconnect()  # a half-read reply would poison the next user
-                raise
-            finally:
-                await pool.release(conn)
-        raise AssertionError("unreachable")
+    async def _eval_many(self, calls: Sequence[Call[T]]) -> list[T]:
+        """Run scripts in one round trip, loading any Redis does not know (NOSCRIPT after a restart
+        or SCRIPT FLUSH) and running those again."""
+        if not calls:
+            return []
 
-    async def _eval(self, name: str, script_keys: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
-        """EVALSHA a script from lua/, loading it when Redis answers NOSCRIPT (after a restart)."""
-        script = self._scripts[name]
-        command = ("EVALSHA", script.sha, len(script_keys), *script_keys, *args)
-        [reply] = await self._roundtrip(command)
-        if isinstance(reply, NoScriptError):
-            await self.redis.script_load(script.script)
-            [reply] = await self._roundtrip(command)
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
+        def command(call: Call[T]) -> tuple[Any, ...]:
+            script_keys = call.keys()
+            return ("EVALSHA", _SCRIPTS[call.script].sha, len(script_keys), *script_keys, *call.args())
 
-    async def ping(self) -> bool:
-        await self._run(self.redis.ping())
-        return True
+        replies = await self._wire([command(c) for c in calls], errors_as_values=True)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:
+            names = {calls[i].script for i in missing}
+            await self._wire([("SCRIPT", "LOAD", _SCRIPTS[name].source) for name in names])
+            again = await self._wire([command(calls[i]) for i in missing], errors_as_values=True)
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        out = []
+        for call, reply in zip(calls, replies, strict=True):
+            if isinstance(reply, ResponseError):
+                raise _store_error(reply)
+            out.append(call.decode(reply))
+        return out
+
+    async def _eval(self, call: Call[T]) -> T:
+        [result] = await self._eval_many([call])
+        return result
+
+    async def ping(self) -> None:
+        await self._wire([("PING",)])
+
+    # -- start-up -------------------------------------------------------------------------------
+
+    async def check_partitions(self) -> None:
+        """Record PARTITIONS on first start; refuse a different one later (data would be unfindable)."""
+        _, recorded = await self._wire([("SET", keys.PARTITIONS_KEY, self.settings.partitions, "NX"),
+                                        ("GET", keys.PARTITIONS_KEY)])
+        if recorded is not None and int(recorded) != self.settings.partitions:
+            raise ConfigError(
+                f"invalid configuration: PARTITIONS={self.settings.partitions}, but this Redis holds a store of "
+                f"PARTITIONS={int(recorded)}; start with PARTITIONS={int(recorded)}, or stop every instance and run "
+                f"`python -m app repartition --to {self.settings.partitions} --yes`"
+            )
+
+    async def check_eviction(self) -> str | None:
+        """A warning when Redis may evict this service's keys (they carry no TTL; derived data heals,
+        but evicted messages are lost)."""
+        try:
+            [reply] = await self._wire([("CONFIG", "GET", "maxmemory-policy")])
+        except (StoreUnavailable, Conflict):  # CONFIG is disabled on some managed Redis
+            return None
+        found = dict(pairs(reply))
+        policy = text(found.get(b"maxmemory-policy", b""))
+        if policy in EVICTING_POLICIES:
+            self.eviction_warning = (f"Redis maxmemory-policy is {policy}: it may evict stored messages; "
+                                     "use noeviction (deploy/redis.conf)")
+            log.warning(self.eviction_warning)
+        return self.eviction_warning
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def append_call(self, plan: AppendPlan) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-        """KEYS and ARGV of append_message.lua for `plan`. Pure: no I/O."""
-        window, max_bytes, stream_window, ttl_ms, recent = self._append_static
-        script_keys = (
-            plan.key,
-            keys.size_key(plan.key),
-            keys.inflight_key(plan.key),
-            keys.MSGLOC,
-            keys.MSGLOC_EXPIRY,
-            keys.STREAM,
-            keys.STATS,
-            keys.PENDING,
-            keys.context_key(plan.id),
-            plan.human_sessions_key or keys.STATS,  # unused slot when not a session
-            keys.RECENT,
+    def append_call(self, plan: AppendPlan) -> scripts.AppendMessage:
+        """The append script's call for a validated message: pure, so bench preloads can send it."""
+        p, s = plan.partition, self.settings
+        return scripts.AppendMessage(
+            key=plan.key, feed=p.feed, ids=p.ids, lapses=p.lapses, meta=p.meta, sizes=p.sizes, pending=p.pending,
+            processing=p.processing, contexts=p.contexts, sessions=p.sessions(plan.human_user, plan.human_color),
+            id=plan.id, middle=plan.middle, status=plan.status, eq_score=plan.eq_score, domain=plan.domain,
+            default_domain=s.default_domain, reply_to=plan.reply_to, kind=plan.kind, conv_window=s.conv_window,
+            max_bytes=s.max_key_bytes, feed_window=s.feed_window, ttl_ms=s.idempotency_ttl_s * 1000,
+            rank_base="" if plan.queue_rank_base is None else plan.queue_rank_base, context=plan.context,
+            session_member=plan.session_member,
         )
-        args = (
-            plan.id,
-            plan.head,
-            plan.tail,
-            plan.tail_after_completed,
-            plan.domain,
-            self.settings.default_domain,
-            plan.reply_to,
-            plan.kind,
-            window,
-            max_bytes,
-            stream_window,
-            ttl_ms,
-            "a" if plan.is_ai else "h",
-            plan.eq_score,
-            "" if plan.queue_rank_base is None else plan.queue_rank_base,
-            plan.context,
-            plan.session_member,
-            recent,
-        )
-        return script_keys, args
-
-    @property
-    def append_script(self) -> tuple[str, str]:
-        """(sha, source) of append_message.lua, for callers that pipeline it (bench preloads)."""
-        script = self._scripts["append_message"]
-        return script.sha, _text(script.script)
 
     async def append_message(self, plan: AppendPlan) -> AppendResult:
-        reply = await self._run(self._eval("append_message", *self.append_call(plan)))
-        status = _text(reply[0])
-        if status == "ok":
-            return AppendResult("ok", int(reply[1]), plan.key, _text(reply[2]))
-        if status == "duplicate":
-            ts, key = _location(reply[1])
-            return AppendResult("duplicate", ts, key)
-        return AppendResult(status, size=int(reply[1]), limit=int(reply[2]), current=int(reply[3]), key=plan.key)
+        return await self._eval(self.append_call(plan))
 
-    async def replace_message(
-        self, msg: StoredMessage, message_id: str, new_raw: bytes, move: str = "", score: int = 0, delta: int = 0
-    ) -> bool:
-        assert msg.raw is not None or move == "drop"
-        done = await self._run(
-            self._eval("replace_message", (
-                    msg.key or keys.STATS,
-                    keys.size_key(msg.key),
-                    keys.inflight_key(msg.key),
-                    keys.PENDING,
-                    keys.PROCESSING,
-                    keys.context_key(message_id),
-                    keys.STATS,
-                    keys.RECENT,
-                ),
-                (message_id, msg.ts, msg.raw or b"", new_raw, move, score, delta),
-            )
-        )
-        return bool(done)
-
-    async def drop_queue_entry(self, message_id: str) -> None:
-        """Forget a queue entry whose message is gone (no message key is touched)."""
-        await self.replace_message(StoredMessage(0, "", "0", None, None), message_id, b"", "drop")
+    async def append_messages(self, plans: Sequence[AppendPlan]) -> list[AppendResult]:
+        """Several appends in one round trip (operators' and the benchmark's bulk loads)."""
+        return await self._eval_many([self.append_call(plan) for plan in plans])
 
     async def save_session_meta(self, key: str, data: bytes) -> None:
-        await self._run(self.redis.set(key, data))
+        await self._wire([("SET", key, data)])
+
+    # -- messages by id -------------------------------------------------------------------------
+
+    async def partitions_holding(self, message_id: str) -> list[Partition]:
+        """The partitions whose id index knows this id: one cheap read per partition, no scan.
+        More than one only when two humans' clients picked the same id."""
+        replies = await self._wire([("HEXISTS", p.ids, message_id) for p in self.partitions])
+        return [p for p, known in zip(self.partitions, replies, strict=True) if known]
+
+    async def read_message(self, partition: Partition, message_id: str) -> StoredMessage | None:
+        return await self._eval(scripts.ReadMessage(partition.ids, partition.contexts, message_id))
+
+    async def score_message(self, partition: Partition, message_id: str, score: int) -> bytes | None:
+        return await self._eval(scripts.ScoreMessage.build(partition, message_id, score))
+
+    # -- queue ----------------------------------------------------------------------------------
+
+    async def queue_heads(self) -> list[QueueHead]:
+        commands: list[tuple[Any, ...]] = []
+        for p in self.partitions:
+            commands += [("ZRANGE", p.pending, 0, 0, "WITHSCORES"), ("ZRANGE", p.processing, 0, 0, "WITHSCORES"),
+                         ("ZCARD", p.pending), ("ZCARD", p.processing)]
+        replies = await self._wire(commands)
+        heads = []
+        for i, p in enumerate(self.partitions):
+            best, oldest, pending, processing = replies[4 * i : 4 * i + 4]
+            best_pairs, oldest_pairs = pairs(best), pairs(oldest)
+            heads.append(QueueHead(p, float(best_pairs[0][1]) if best_pairs else None,
+                                   float(oldest_pairs[0][1]) if oldest_pairs else None, int(pending), int(processing)))
+        return heads
+
+    async def claim(self, partition: Partition, mode: str, *, target: str = "", worker: bytes = b'""',
+                    token: str = "") -> ClaimResult:
+        return await self._eval(scripts.ClaimMessage.build(
+            partition, mode, target=target, worker=worker, token=token,
+            timeout_ms=self.settings.claim_timeout_s * 1000))
+
+    async def requeue_expired(self, partitions: Iterable[Partition]) -> None:
+        timeout_ms = self.settings.claim_timeout_s * 1000
+        await self._eval_many([scripts.ClaimMessage.build(p, "requeue", timeout_ms=timeout_ms) for p in partitions])
+
+    async def complete(self, partition: Partition, message_id: str, token: str) -> CompleteResult:
+        return await self._eval(scripts.CompleteMessage.build(partition, message_id, token))
+
+    async def pending_ids(self, limit: int) -> list[tuple[Partition, str]]:
+        """The first `limit` pending ids across partitions, in queue order."""
+        replies = await self._wire([("ZRANGE", p.pending, 0, limit - 1, "WITHSCORES") for p in self.partitions])
+        ranked = [
+            (float(score), p.index, text(member))
+            for p, reply in zip(self.partitions, replies, strict=True)
+            for member, score in pairs(reply)
+        ]
+        ranked.sort()
+        return [(self.partitions[index], message_id) for _, index, message_id in ranked[:limit]]
+
+    async def read_messages(self, wanted: Sequence[tuple[Partition, str]]) -> list[StoredMessage | None]:
+        return await self._eval_many([scripts.ReadMessage(p.ids, p.contexts, message_id) for p, message_id in wanted])
 
     # -- reads ----------------------------------------------------------------------------------
 
-    async def read_stream(self, after: int, limit: int, type_flag: str) -> StreamPage:
-        """One page of the global poll: from the recent copies when they cover `after` (one
-        native read), else gathered through the stream index by read_stream.lua."""
-        if after >= 0:
-            rows, oldest, score = await self._run(self._roundtrip(
-                ("ZRANGE", keys.RECENT, f"({after}", "+inf", "BYSCORE", "LIMIT", 0, limit + 1),
-                ("ZRANGE", keys.RECENT, 0, 0),
-                ("HGET", keys.STATS, "globalScore"),
-            ))
-            if isinstance(rows, Exception) or isinstance(oldest, Exception):
-                raise StoreUnavailable("storage error reading store:recent")
-            # Every stored message at or after the oldest copy has a copy, so the copies hold all
-            # of the page when no timestamp fits between `after` and the oldest copy. The oldest
-            # copy only moves forward, so reading it after the page (not before) keeps this true
-            # when writes land between the two reads.
-            if oldest and after >= _timestamp(oldest[0]) - 1:
-                return _recent_page(rows, limit, type_flag, int(score or 0), after)
-        return await self._read_stream_index(after, limit, type_flag)
+    async def read_feed(self, positions: tuple[int, ...], limit: int, type_mark: bytes | None) -> FeedPage:
+        """One page of the global poll: native reads of each partition's feed, one round trip
+        (rarely more, see feed.py), plus the summed globalScore when the cached one is stale."""
+        builder = PageBuilder(positions, limit)
+        stale = time.monotonic() - self._score_cache[0] > GLOBAL_SCORE_TTL_S
+        requests = builder.requests()
+        commands: list[tuple[Any, ...]] = [("TIME",)]
+        commands += [self._feed_read(i, start, count) for i, start, count in requests]
+        if stale:
+            commands += [("HGET", p.meta, "globalScore") for p in self.partitions]
+        replies = await self._wire(commands)
+        seconds, micros = replies[0]
+        builder.set_bound(int(seconds) * 1000 + int(micros) // 1000)
+        for (i, _, _), reply in zip(requests, replies[1 : 1 + len(requests)], strict=True):
+            builder.take(i, pairs(reply))
+        if stale:
+            self._score_cache = (time.monotonic(), sum(int(r or 0) for r in replies[1 + len(requests) :]))
+        while not builder.finish_round():
+            requests = builder.requests()
+            replies = await self._wire([self._feed_read(i, start, count) for i, start, count in requests])
+            for (i, _, _), reply in zip(requests, replies, strict=True):
+                builder.take(i, pairs(reply))
+        return FeedPage(builder.page(type_mark), self._score_cache[1])
 
-    async def _read_stream_index(self, after: int, limit: int, type_flag: str) -> StreamPage:
-        start = "-" if after < 0 else f"({after}-0"
-        reply = await self._run(self._eval("read_stream", (keys.STREAM, keys.STATS), (start, limit, type_flag)))
-        return StreamPage(int(reply[0]), int(reply[1]) or after, bool(reply[2]), reply[3:])
+    def _feed_read(self, index: int, start: str, count: int) -> tuple[Any, ...]:
+        return ("ZRANGE", self.partitions[index].feed, start, "+inf", "BYSCORE", "LIMIT", 0, count, "WITHSCORES")
 
-    async def read_conversation(self, key: str, after: int, limit: int) -> list[bytes]:
-        rows: list[bytes] = await self._run(
-            self.redis.zrange(key, "+inf", f"({after}", desc=True, byscore=True, offset=0, num=limit)
-        )
-        rows.reverse()
-        return rows
+    async def read_pair(self, human_user: str, human_color: str, ai_user: str, ai_color: str, after: int,
+                        limit: int) -> list[bytes]:
+        """A pair's newest messages; for a GodMode identity (any case) merged with its sessions."""
+        p = self.partition_of(human_user, human_color)
+        lex_start, lex_end = keys.session_pair_range(ai_user, ai_color)
+        return await self._eval(scripts.ReadPair(
+            keys.conv_key(human_user, human_color, ai_user, ai_color), p.sessions(human_user, human_color),
+            lex_start, lex_end, keys.human_godmode_prefix(human_user, human_color), after + 1, limit,
+            "1" if ai_user.lower() == "godmode" else "0"))
 
-    async def read_pair(self, human_user: str, human_color: str, ai_user: str, ai_color: str, after: int, limit: int) -> list[bytes]:
-        result: list[bytes] = await self._run(
-            self._eval("read_pair", (keys.conv_key(human_user, human_color, ai_user, ai_color), keys.human_sessions_key(human_user, human_color)),
-                (*keys.session_pair_range(ai_user, ai_color), keys.human_godmode_prefix(human_user, human_color), f"({after}", limit),
-            )
-        )
-        return result
-
-    async def read_message(self, message_id: str) -> StoredMessage | None:
-        reply = await self._run(self._eval("read_message", (keys.MSGLOC, keys.context_key(message_id)), (message_id,)))
-        if len(reply) == 1:
-            return None
-        return StoredMessage(int(reply[0]), _text(reply[1]), _text(reply[2]), reply[3] or None, reply[4] or None)
-
-    async def peek_queue(self) -> QueuePeek:
-        reply = await self._run(
-            self._eval("peek_queue", (keys.PENDING, keys.PROCESSING, keys.MSGLOC),
-                (self.settings.claim_timeout_s * 1000, keys.CONTEXT_PREFIX),
-            )
-        )
-        now, pending, processing, kind = int(reply[0]), int(reply[1]), int(reply[2]), _text(reply[3])
-        if not kind:
-            return QueuePeek(now, pending, processing, "")
-        if len(reply) < 6:
-            return QueuePeek(now, pending, processing, kind, _text(reply[4]))
-        return QueuePeek(
-            now, pending, processing, kind, _text(reply[4]), _text(reply[5]), _text(reply[6]), reply[7] or None, reply[8] or None
-        )
-
-    async def pending_ids(self, limit: int) -> list[str]:
-        ids = await self._run(self.redis.zrange(keys.PENDING, 0, limit - 1))
-        return [_text(i) for i in ids]
-
-    async def queue_counts(self) -> tuple[int, int]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(keys.PENDING)
-            pipe.zcard(keys.PROCESSING)
-            pending, processing = await self._run(pipe.execute())
-        return int(pending), int(processing)
-
-    async def read_sessions(
-        self,
-        human_user: str,
-        human_color: str,
-        ai_user: str | None,
-        ai_color: str | None,
-        session_id: str = "",
-        with_messages: bool = False,
-    ) -> list[SessionRow]:
+    async def read_sessions(self, human_user: str, human_color: str, ai_user: str | None, ai_color: str | None,
+                            session_id: str = "", with_messages: bool = False) -> list[SessionRow]:
+        p = self.partition_of(human_user, human_color)
         if ai_user is not None and ai_color is not None:
-            lex = keys.session_pair_range(ai_user, ai_color)
+            lex_start, lex_end = keys.session_pair_range(ai_user, ai_color)
         else:
-            lex = ("-", "+")
-        reply = await self._run(
-            self._eval("read_sessions", (keys.human_sessions_key(human_user, human_color), keys.MSGLOC),
-                (
-                    *lex,
-                    keys.human_godmode_prefix(human_user, human_color),
-                    keys.SIZE_PREFIX,
-                    keys.SIZE_SUFFIX,
-                    keys.SESSION_META_PREFIX,
-                    session_id,
-                    "1" if with_messages else "0",
-                ),
-            )
-        )
-        return [
-            SessionRow(_text(reply[i]), int(reply[i + 1]), int(reply[i + 2]), reply[i + 3], reply[i + 4],
-                       reply[i + 5] or None, reply[i + 6] or None, reply[i + 7] or None)
-            for i in range(0, len(reply), 8)
-        ]
+            lex_start, lex_end = "-", "+"
+        return await self._eval(scripts.ReadSessions(
+            p.sessions(human_user, human_color), p.ids, p.sizes, lex_start, lex_end,
+            keys.human_godmode_prefix(human_user, human_color), keys.SESSION_META_PREFIX, session_id,
+            "1" if with_messages else "0"))
 
     async def get_session_meta(self, session_id: str) -> bytes | None:
-        meta: bytes | None = await self._run(self.redis.get(keys.session_meta_key(session_id)))
-        return meta
+        [meta] = await self._wire([("GET", keys.session_meta_key(session_id))])
+        return meta  # type: ignore[no-any-return]
 
     # -- operations -----------------------------------------------------------------------------
 
     async def global_score(self) -> int:
-        return int(await self._run(self.redis.hget(keys.STATS, "globalScore")) or 0)
+        replies = await self._wire([("HGET", p.meta, "globalScore") for p in self.partitions])
+        total = sum(int(r or 0) for r in replies)
+        self._score_cache = (time.monotonic(), total)
+        return total
 
     async def stats(self) -> dict[str, int]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys.STATS)
-            pipe.zcard(keys.PENDING)
-            pipe.zcard(keys.PROCESSING)
-            counters, pending, processing = await self._run(pipe.execute())
-        out = {_text(k): int(v) for k, v in counters.items()}
-        out["pending"], out["processing"] = int(pending), int(processing)
+        commands: list[tuple[Any, ...]] = []
+        for p in self.partitions:
+            commands += [("HGETALL", p.meta), ("ZCARD", p.pending), ("ZCARD", p.processing)]
+        replies = await self._wire(commands)
+        out: dict[str, int] = {}
+        for i in range(0, len(replies), 3):
+            counters, pending, processing = replies[i : i + 3]
+            for field, value in pairs(counters):
+                name = text(field)
+                if name not in ("clock", "seq"):
+                    out[name] = out.get(name, 0) + int(value)
+            out["pending"] = out.get("pending", 0) + int(pending)
+            out["processing"] = out.get("processing", 0) + int(processing)
         return out
 
-    async def scan(self, pattern: str, count: int = 1000) -> AsyncIterator[bytes]:
-        try:
-            async for key in self.redis.scan_iter(match=pattern, count=count):
-                yield key
-        except RedisError as exc:
-            raise StoreUnavailable(f"storage unavailable: {type(exc).__name__}") from exc
-
-    async def rebuild_indexes(self) -> dict[str, int]:
-        """Recreate every index from the conv:/godmode: keys alone, found with SCAN MATCH.
-
-        For an operator after a partial loss or a restore; run it with the service stopped.
-        Lost: queue contexts of messages no longer queued, and globalScore's share of trimmed
-        messages (it restarts as the sum over stored messages).
-        """
-        clock = int(await self._run(self.redis.hget(keys.MSGLOC, keys.CLOCK_FIELD)) or 0)  # never goes back
-        singletons = (keys.STREAM, keys.RECENT, keys.MSGLOC, keys.MSGLOC_EXPIRY, keys.STATS, keys.PENDING, keys.PROCESSING)
-        await self._run(self.redis.unlink(*singletons))
-        for pattern in (keys.SIZE_PREFIX + "*", keys.INFLIGHT_PREFIX + "*", keys.SESSIONS_PREFIX + "*"):
-            async for stale in self.scan(pattern):
-                await self._run(self.redis.unlink(stale))
-
-        counters: dict[str, int] = {"convKeys": 0, "godmodeKeys": 0, "messages": 0, "bytes": 0, "globalScore": 0}
-        entries: list[tuple[int, str, str]] = []  # (ts, message key, type flag) for the stream
-        recent: list[tuple[int, bytes]] = []  # min-heap of the newest messages for store:recent
-        queued: set[str] = set()
-        for kind, pattern in ((keys.CONV, "conv:*"), (keys.GODMODE, "godmode:*")):
-            async for raw_key in self.scan(pattern):
-                key = _text(raw_key)
-                if await self._run(self.redis.type(key)) != b"zset":
-                    continue
-                rows: list[tuple[bytes, float]] = await self._run(self.redis.zrange(key, 0, -1, withscores=True))
-                counters[kind + "Keys"] += 1
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.hset(keys.size_key(key), mapping={"total": sum(len(m) for m, _ in rows), "count": len(rows)})
-                    if kind == keys.GODMODE:
-                        _, human_user, human_color, ai_user, ai_color, session_id = key.split(":")
-                        pipe.zadd(keys.human_sessions_key(human_user, human_color),
-                                  {keys.session_member(ai_user, ai_color, session_id): 0})
-                    for raw, score in rows:
-                        ts, msg = int(score), decode(raw)
-                        params = msg.get("botParams") or {}
-                        pipe.hset(keys.MSGLOC, msg["id"], f"{ts} {msg.get('domain') or self.settings.default_domain} {key}")
-                        is_ai = msg.get("message-type") == "AI"
-                        entries.append((ts, key, "a" if is_ai else "h"))
-                        heapq.heappush(recent, (ts, raw))
-                        if len(recent) > self.settings.recent_messages:
-                            heapq.heappop(recent)
-                        counters["messages"] += 1
-                        counters["bytes"] += len(raw)
-                        counters["globalScore"] += int(msg.get("eqScore") or 0)
-                        status = params.get("status")
-                        if not is_ai and status in ("pending", "processing"):
-                            queued.add(msg["id"])
-                            pipe.zadd(keys.inflight_key(key), {msg["id"]: ts})
-                            pipe.hincrby(keys.size_key(key), "inflight", len(raw))
-                            if status == "pending":
-                                rank = keys.queue_rank_base(int(params.get("priority", 5))) + ts
-                                pipe.zadd(keys.PENDING, {msg["id"]: rank})
-                            else:
-                                pipe.zadd(keys.PROCESSING, {msg["id"]: int(params.get("claimedAt") or ts)})
-                    await self._run(pipe.execute())
-
-        entries.sort()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for ts, message_key, flag in entries[-self.settings.stream_window :]:
-                pipe.xadd(keys.STREAM, {"k": message_key, "t": flag}, id=f"{ts}-0")
-            pipe.hset(keys.MSGLOC, keys.CLOCK_FIELD, max([clock] + [ts for ts, _, _ in entries[-1:]]))
-            pipe.hset(keys.STATS, mapping=counters)  # type: ignore[arg-type]
-            if recent:
-                pipe.zadd(keys.RECENT, {raw: ts for ts, raw in recent})
-            await self._run(pipe.execute())
-        async for ctx_key in self.scan(keys.CONTEXT_PREFIX + "*"):
-            if _text(ctx_key)[len(keys.CONTEXT_PREFIX) :] not in queued:
-                await self._run(self.redis.unlink(ctx_key))
-        return counters
+    async def scan(self, pattern: str, count: int = 1000) -> AsyncIterator[str]:
+        cursor: Any = 0
+        while True:
+            [(cursor, found)] = await self._wire([("SCAN", cursor, "MATCH", pattern, "COUNT", count)])
+            for key in found:
+                yield text(key)
+            if int(cursor) == 0:
+                return
 
     async def purge(self) -> int:
-        """Delete every key this service writes (SCAN by prefix, never FLUSHDB)."""
-        deleted = 0
-        for pattern in keys.ALL_PATTERNS:
-            batch: list[bytes] = []
+        """Delete everything this service stored: each partition wholesale in one atomic step (so
+        counts stay exact under traffic), then session metadata and stray message keys by SCAN."""
+        deleted = sum(await self._eval_many([scripts.PurgePartition.build(p) for p in self.partitions]))
+        async for key in self.scan(keys.SESSION_META_PREFIX + "*"):
+            deleted += (await self._wire([("UNLINK", key)]))[0]
+        async for key in self.scan("sessions:*"):
+            # A human's sessions index goes unless a God Mode key it names is indexed (written
+            # after the purge); purge_partition misses it when the sizes hash was lost.
+            _, _, human_user, human_color = key.split(":", 3)
+            p = self.partition_of(human_user, human_color)
+            prefix = keys.human_godmode_prefix(human_user, human_color)
+            [members] = await self._wire([("ZRANGE", key, 0, -1)])
+            indexed = await self._wire([("HEXISTS", p.sizes, prefix + text(m)) for m in members]) if members else []
+            if not any(indexed):
+                deleted += (await self._wire([("UNLINK", key)]))[0]
+        for pattern in keys.MESSAGE_PATTERNS:
             async for key in self.scan(pattern):
-                batch.append(key)
-                if len(batch) >= 500:
-                    deleted += await self._run(self.redis.unlink(*batch))
-                    batch = []
-            if batch:
-                deleted += await self._run(self.redis.unlink(*batch))
+                # Keys written after their partition's purge are indexed and counted: they stay.
+                p = self.partition_of(*keys.message_key_human(key))
+                [indexed] = await self._wire([("HEXISTS", p.sizes, key)])
+                if not indexed:
+                    deleted += (await self._wire([("UNLINK", key)]))[0]
         return deleted
+
+    async def rebuild_indexes(self, target: tuple[Partition, ...] | None = None) -> dict[str, int]:
+        """Recreate every partition from the conv:/godmode: keys alone (SCAN MATCH), indexing each key
+        with the append path's Lua helpers. With `target` (another partition count's partitions),
+        build those instead: that is repartition. Run it with the service stopped.
+
+        Kept: queue contexts of messages still queued, each partition's clock (never goes back).
+        Lost: globalScore's share of trimmed messages (it restarts as the sum over stored messages).
+        """
+        old, new = self.partitions, target or self.partitions
+        count = len(new)
+        clocks: list[int] = []
+        contexts: dict[str, bytes] = {}
+        claims: dict[str, bytes] = {}
+        for p in old:
+            clock, ctx, held = await self._wire([("HGET", p.meta, "clock"), ("HGETALL", p.contexts),
+                                                 ("HGETALL", p.claims)])
+            clocks.append(int(clock or 0))
+            contexts.update((text(k), v) for k, v in pairs(ctx))
+            claims.update((text(k), v) for k, v in pairs(held))
+        sessions = [key async for key in self.scan("sessions:*")]
+        # Contexts go last: a rebuild cut short can run again without losing them.
+        stale = [k for p in {*old, *new} for k in p.own_keys() if k not in (p.contexts, p.claims)] + sessions
+        for i in range(0, len(stale), 500):
+            await self._wire([("UNLINK", *stale[i : i + 500])])
+
+        totals = {"convKeys": 0, "godmodeKeys": 0, "messages": 0, "bytes": 0}
+        for kind in (keys.CONV, keys.GODMODE):
+            batch: list[scripts.IndexKey] = []
+            async for key in self.scan(kind + ":*"):
+                [key_type] = await self._wire([("TYPE", key)])
+                if text(key_type) != "zset":
+                    continue
+                human_user, human_color = keys.message_key_human(key)
+                p = keys.partition_of(human_user, human_color, count)
+                member = ""
+                if kind == keys.GODMODE:
+                    member = keys.session_member(*key.split(":")[3:6])
+                batch.append(scripts.IndexKey(
+                    key, p.feed, p.ids, p.meta, p.sizes, p.pending, p.processing, p.sessions(human_user, human_color),
+                    kind, member, self.settings.feed_window, keys.PRIORITY_STRIDE))
+                if len(batch) >= 100:
+                    await self._index(batch, totals, kind)
+                    batch = []
+            await self._index(batch, totals, kind)
+
+        commands: list[tuple[Any, ...]] = [("UNLINK", *{k for p in (*old, *new) for k in (p.contexts, p.claims)})]
+        for p in new:
+            indexed_clock, waiting, busy = await self._wire([("HGET", p.meta, "clock"), ("ZRANGE", p.pending, 0, -1),
+                                                             ("ZRANGE", p.processing, 0, -1)])
+            commands.append(("HSET", p.meta, "clock", max([int(indexed_clock or 0), *clocks])))
+            for message_id in (text(i) for ids in (waiting, busy) for i in ids):
+                if message_id in contexts:
+                    commands.append(("HSET", p.contexts, message_id, contexts[message_id]))
+            for message_id in (text(i) for i in busy):
+                if message_id in claims:
+                    commands.append(("HSET", p.claims, message_id, claims[message_id]))
+        for i in range(0, len(commands), 500):
+            await self._wire(commands[i : i + 500])
+        if target is not None:
+            await self._wire([("SET", keys.PARTITIONS_KEY, count)])
+        stats = await Store(self.redis, _with_partitions(self.settings, count)).stats()
+        return {**totals, "globalScore": stats.get("globalScore", 0), "partitions": count}
+
+    async def _index(self, batch: list[scripts.IndexKey], totals: dict[str, int], kind: str) -> None:
+        for messages, size in await self._eval_many(batch):
+            if messages:
+                totals[kind + "Keys"] += 1
+                totals["messages"] += messages
+                totals["bytes"] += size
+
+
+def pairs(reply: Any) -> list[tuple[Any, Any]]:
+    """A WITHSCORES / HGETALL reply as pairs, flat (RESP2) or nested (fakeredis)."""
+    if isinstance(reply, dict):
+        return list(reply.items())
+    if reply and isinstance(reply[0], (list, tuple)):
+        return [(a, b) for a, b in reply]
+    return list(zip(reply[::2], reply[1::2], strict=True))
+
+
+def _with_partitions(settings: Settings, count: int) -> Settings:
+    from dataclasses import replace
+
+    return replace(settings, partitions=count)
+
+
+async def _no_op(error: Exception) -> None:
+    return None
+
+
+def _store_error(exc: ResponseError) -> Exception:
+    # Someone (an operator, another app) put a different type under one of our keys. Scripts check
+    # their keys before their first write, so nothing was written.
+    if "WRONGTYPE" in str(exc):
+        log.warning("WRONGTYPE from Redis: %s", exc)
+        return Conflict("a key this request needs holds another data type; see the server log")
+    return StoreUnavailable(f"storage error: {exc}")
+
+
+async def recorded_partitions(settings: Settings) -> int | None:
+    """The PARTITIONS the store in this Redis was created with, if any."""
+    store = Store.from_settings(settings)
+    try:
+        [recorded] = await store._wire([("GET", keys.PARTITIONS_KEY)])
+        return int(recorded) if recorded is not None else None
+    finally:
+        await store.close()
 
 
 @asynccontextmanager
 async def open_store(settings: Settings, attempts: int = 5, delay_s: float = 0.5) -> AsyncIterator[Store]:
-    """A Store whose Redis answered a PING, retried a few times so a wrong address fails at boot."""
+    """A Store whose Redis answered a PING (retried a few times, so a wrong address fails at boot)
+    and holds a store of the same PARTITIONS."""
     store = Store.from_settings(settings)
     try:
         for attempt in range(1, attempts + 1):
@@ -508,7 +519,8 @@ async def open_store(settings: Settings, attempts: int = 5, delay_s: float = 0.5
                 if attempt == attempts:
                     raise
                 await asyncio.sleep(delay_s * attempt)
+        await store.check_partitions()
+        await store.check_eviction()
         yield store
     finally:
         await store.close()
-

@@ -84,7 +84,7 @@ async def _store_latency(settings: Settings, after: int, pairs: list[tuple[str, 
         global_s, pair_s = [], []
         for i in range(calls):
             started = time.perf_counter()
-            await store.read_stream(after, 200, "")
+            await store.read_feed((after,) * store.settings.partitions, 200, None)
             global_s.append(time.perf_counter() - started)
             started = time.perf_counter()
             await store.read_pair(*pairs[i % len(pairs)], 0, 200)

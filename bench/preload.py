@@ -1,6 +1,5 @@
-"""Fast preloads: the append script run by pipelined EVALSHA, with exactly the KEYS/ARGV that
-Store.append_message sends (Store.append_call builds them), so this stays in step with the
-service whenever the script's contract changes."""
+"""Fast preloads: exactly what Store.append_message does for each body, sent a batch per round
+trip with Store.append_messages, so this stays in step with the service's append contract."""
 
 from __future__ import annotations
 
@@ -13,9 +12,8 @@ import redis.asyncio as aioredis
 
 from app import models
 from app.config import Settings
+from app.models import AppendPlan
 from app.store import Store
-
-Call = tuple[Sequence[Any], Sequence[Any]]  # keys, args of append_message.lua
 
 
 class Appender:
@@ -23,31 +21,22 @@ class Appender:
         self.client = client
         self.settings = settings
         self.batch = batch
-        self._store = Store(client, settings)  # only its pure append_call is used
-        self._sha, self._source = self._store.append_script
-        self._loaded = False
+        self._store = Store(client, settings)
 
-    def commands(self, bodies: Iterable[dict[str, Any]]) -> list[Call]:
-        """The KEYS/ARGV that would store `bodies`, exactly as Store.append_message builds them."""
-        return [self._store.append_call(models.plan_append(body, self.settings)) for body in bodies]
+    def commands(self, bodies: Iterable[dict[str, Any]]) -> list[AppendPlan]:
+        """Validated appends for `bodies`, exactly as POST /api/comments plans them."""
+        return [models.plan_append(body, self.settings) for body in bodies]
 
-    async def run(self, calls: Sequence[Call]) -> list[int]:
-        """Send prepared calls, pipelined; returns the timestamps. Any refusal is an error."""
+    async def run(self, plans: Sequence[AppendPlan]) -> list[int]:
+        """Send prepared appends, pipelined; returns the timestamps. Any refusal is an error."""
         stamps: list[int] = []
-        for start in range(0, len(calls), self.batch):
-            if not self._loaded:
-                await self.client.script_load(self._source)
-                self._loaded = True
-            async with self.client.pipeline(transaction=False) as pipe:
-                for keys, args in calls[start:start + self.batch]:
-                    pipe.evalsha(self._sha, len(keys), *keys, *args)
-                replies = await pipe.execute()
-            for reply in replies:
-                if reply[0] != b"ok":
-                    raise RuntimeError(f"preload append refused: {reply!r}")
-                stamps.append(int(reply[1]))
+        for start in range(0, len(plans), self.batch):
+            results = await self._store.append_messages(plans[start:start + self.batch])
+            refused = [r for r in results if r.status != "ok"]
+            if refused:
+                raise RuntimeError(f"preload append refused: {refused[0]!r}")
+            stamps += [r.timestamp for r in results]
         return stamps
-
     async def append(self, bodies: Iterable[dict[str, Any]], concurrency: int = 3) -> list[int]:
         """Store `bodies`, a batch at a time so memory stays flat for big preloads. A few batches are
         in flight at once: Redis runs one while Python builds the next. Returns the timestamps."""

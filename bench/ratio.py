@@ -1,4 +1,11 @@
-"""Phase 1: our POST and GET /api/comments against the ceiling app, pair by pair in one run."""
+"""Phase 1: our POST and GET /api/comments against two reference apps, run by run in one go.
+
+The ceiling (bench/ceiling_app.py) does one Redis call per request; the bare framework
+(bench/bare_app.py) none, answering the same JSON. ours ÷ ceiling is our share of the least a
+Redis-backed endpoint costs; ours ÷ bare our share of what the framework alone costs. Three request
+kinds: POST; the newest page (~50 messages); and the poll a frontend sends under load, `after` 6 s
+back with thousands of messages since, 200 per page.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +32,14 @@ from .servers import Gunicorn
 from .wrk import Load, WrkResult, run_wrk
 
 POLL_SIZE = 50
+FRONTEND_MESSAGES = 3000  # preloaded before each frontend-poll run: the "thousands since" its `after`
+FRONTEND_USERS = 300
+FRONTEND_BACK_MS = 6000  # a tab that last saw the feed 6 s ago
+FRONTEND_LIMIT = 200  # the frontend's page size
+CEILING_COPY_CAP = 5000  # most messages after `after` copied into the ceiling's zset
+APPS = ("ceiling", "ours", "bare")  # run order within a round
+GET_KINDS = ("get", "get_frontend")  # the newest page; the frontend's poll under load
+KINDS = ("post", *GET_KINDS)
 _runs = itertools.count(1)  # wrk run number: part of every posted id, so ids never repeat
 
 
@@ -53,21 +69,95 @@ def preload_poll_fixture(redis_url: str, settings: Settings) -> int:
     """Stores POLL_SIZE + 10 messages like the POST script's; returns an `after` with them all after it."""
     rng = random.Random(7)
     stamps = preload(redis_url, settings, [post_mix(rng, i, users=10) for i in range(POLL_SIZE + 10)])
-    return stamps[0] - 1
+    return min(stamps) - 1
 
 
-def copy_poll_to_ceiling(ours: Gunicorn, client: redis.Redis, after: int) -> None:
-    """The ceiling's zset becomes the POLL_SIZE messages our poll answers (msgspec keeps field order and
-    compact form, so re-encoding gives back the stored bytes)."""
-    response = httpx.get(f"{ours.url}/api/comments", params={"after": after, "limit": POLL_SIZE}, timeout=10)
-    response.raise_for_status()
-    messages = decode(response.content)["messages"]
-    if len(messages) != POLL_SIZE:
-        raise RuntimeError(f"the poll fixture answered {len(messages)} messages, not {POLL_SIZE}")
+def preload_frontend_fixture(redis_url: str, settings: Settings) -> int:
+    """Stores FRONTEND_MESSAGES messages over many humans; returns now - 6 s, the `after` of a tab
+    that polled 6 s ago (the messages, stored just now, are all after it)."""
+    rng = random.Random(8)
+    preload(redis_url, settings, [post_mix(rng, i, users=FRONTEND_USERS) for i in range(FRONTEND_MESSAGES)])
+    return int(time.time() * 1000) - FRONTEND_BACK_MS
+
+
+@dataclass(frozen=True)
+class Poll:
+    """One GET query as our service answered it when the fixture was fresh."""
+
+    after: int
+    limit: int
+    body: bytes  # our answer, byte for byte
+    messages: int  # in that answer
+    since: int  # messages after `after` copied to the ceiling (CEILING_COPY_CAP at most)
+
+    @property
+    def path(self) -> str:
+        return f"/api/comments?after={self.after}&limit={self.limit}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"after": self.after, "limit": self.limit, "page_messages": self.messages,
+                "page_bytes": len(self.body), "messages_since": self.since,
+                "more_since_than_copied": self.since >= CEILING_COPY_CAP}
+
+
+def capture_poll(ours: Gunicorn, after: int, limit: int, cap: int = 0) -> tuple[Poll, list[dict[str, Any]]]:
+    """Our answer to `after`/`limit`, and the messages after `after` (that page, then following
+    nextAfter while hasMore up to `cap` messages in all)."""
+    with httpx.Client(base_url=ours.url, timeout=30) as http:
+        response = http.get("/api/comments", params={"after": after, "limit": limit})
+        response.raise_for_status()
+        page = decode(response.content)
+        if not page["messages"]:
+            raise RuntimeError(f"the poll fixture answered no messages after {after}")
+        poll = Poll(after, limit, response.content, len(page["messages"]), 0)
+        messages = list(page["messages"])
+        for _ in range(cap // 100 + 1):  # bounded in pages as well as in messages
+            if not page["hasMore"] or len(messages) >= cap:
+                break
+            params = {"after": page["nextAfter"], "limit": min(1000, cap - len(messages))}
+            more = http.get("/api/comments", params=params)
+            more.raise_for_status()
+            page = decode(more.content)
+            messages += page["messages"]
+    return replace(poll, since=len(messages)), messages
+
+
+def copy_to_ceiling(client: redis.Redis, messages: list[dict[str, Any]]) -> None:
+    """The ceiling's zset becomes `messages` (msgspec keeps field order and compact form, so
+    re-encoding gives back the stored bytes)."""
     with client.pipeline() as pipe:
         pipe.delete(POLL)
         pipe.zadd(POLL, {encode(m): m["timestamp"] for m in messages})
         pipe.execute()
+
+
+def prepare_poll(kind: str, ours: Gunicorn, client: redis.Redis, redis_url: str, settings: Settings) -> Poll:
+    """A fresh fixture for one GET kind, its query as ours answers it, and the ceiling's copy.
+
+    The frontend poll's `after` is fixed when its fixture is stored (now - 6 s), not recomputed per
+    request: nothing is written while the GETs run, so every request asks exactly what a tab 6 s
+    behind asks at that moment. Recomputing it from the clock would slide it past the fixture
+    (stored in a fraction of a second) within the run."""
+    if kind == "get":  # the ceiling holds the page ours answers, as before
+        after, limit, cap = preload_poll_fixture(redis_url, settings), POLL_SIZE, 0
+    else:  # the ceiling's one ZRANGEBYSCORE sees as many messages since as ours
+        after, limit, cap = preload_frontend_fixture(redis_url, settings), FRONTEND_LIMIT, CEILING_COPY_CAP
+    poll, messages = capture_poll(ours, after, limit, cap)
+    copy_to_ceiling(client, messages)
+    return poll
+
+
+def capture_bare_pages(ours: Gunicorn, client: redis.Redis, redis_url: str, settings: Settings,
+                       directory: Path) -> dict[str, int]:
+    """Writes `<limit>.json` for bench.bare_app: our answer to each GET kind on a fresh fixture.
+    The rounds store fixtures of the same sizes again, so these bytes stand for every round's."""
+    directory.mkdir(parents=True, exist_ok=True)
+    sizes = {}
+    for kind in GET_KINDS:
+        poll = prepare_poll(kind, ours, client, redis_url, settings)
+        (directory / f"{poll.limit}.json").write_bytes(poll.body)
+        sizes[kind] = len(poll.body)
+    return sizes
 
 
 def measure(server: Gunicorn, client: redis.Redis, load: Load, script: str,
@@ -88,39 +178,47 @@ def _post_args() -> tuple[str, ...]:
     return (f"r{next(_runs)}",)  # the id prefix, unique per wrk run
 
 
-def _always(*args: str) -> Callable[[], tuple[str, ...]]:
+def always(*args: str) -> Callable[[], tuple[str, ...]]:
     return lambda: args
 
 
-def run(ours: Gunicorn, ceiling: Gunicorn, client: redis.Redis, redis_url: str, settings: Settings,
-        load: Load, rounds: int) -> dict[str, Any]:
-    """Interleaved so both apps see the same machine state: ceiling POST, ours POST, ceiling GET, ours
-    GET, in several rounds so one burst of other work on the machine cannot decide a ratio."""
-    apps = {"ceiling": ceiling, "ours": ours}
-    runs: dict[str, dict[str, list[dict[str, Any]]]] = {op: {app: [] for app in apps} for op in ("post", "get")}
+def run(apps: dict[str, Gunicorn], client: redis.Redis, redis_url: str, settings: Settings, load: Load,
+        rounds: int) -> dict[str, Any]:
+    """Interleaved so every app sees the same machine state: each kind runs on ceiling, ours, bare
+    in turn, in several rounds so one burst of other work on the machine cannot decide a ratio."""
+    ours = apps["ours"]
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {kind: {app: [] for app in APPS} for kind in KINDS}
+    queries: dict[str, list[dict[str, Any]]] = {kind: [] for kind in GET_KINDS}
     for round_ in range(rounds):
         round_load = load if round_ == 0 else replace(load, warmup_s=0)  # the apps stay warm afterwards
-        for app, server in apps.items():
-            measured = measure(server, client, round_load, "post_comment.lua", _post_args)
-            runs["post"][app].append(measured.as_dict())
-        # A fresh fixture each round: the POSTs above may have pushed the last one out of the index.
-        after = preload_poll_fixture(redis_url, settings)
-        copy_poll_to_ceiling(ours, client, after)
-        path = f"/api/comments?after={after}&limit={POLL_SIZE}"
-        for app, server in apps.items():
-            measured = measure(server, client, round_load, "get_paths.lua", _always(path))
-            runs["get"][app].append(measured.as_dict())
+        for app in APPS:
+            runs["post"][app].append(measure(apps[app], client, round_load, "post_comment.lua", _post_args).as_dict())
+        last_write = time.monotonic()
+        for kind in GET_KINDS:
+            if kind == "get_frontend":
+                # Only the fixture should be after `after`: wait until what the POSTs and the
+                # newest-page fixture stored is 6 s old (the runs in between take longer unless
+                # --duration is short). A clock that runs ahead puts more after it: see messages_since.
+                time.sleep(max(0.0, last_write + FRONTEND_BACK_MS / 1000 - time.monotonic()))
+            # A fresh fixture each round: the POSTs above may have pushed the last one out of the index.
+            poll = prepare_poll(kind, ours, client, redis_url, settings)
+            last_write = time.monotonic()
+            queries[kind].append(poll.as_dict())
+            for app in APPS:
+                measured = measure(apps[app], client, round_load, "get_paths.lua", always(poll.path))
+                runs[kind][app].append(measured.as_dict())
     return {
         "load": load.__dict__,
         "rounds": rounds,
-        **{op: _pair(by_app["ceiling"], by_app["ours"]) for op, by_app in runs.items()},
+        "queries": queries,
+        **{kind: _compare(by_app) for kind, by_app in runs.items()},
         "timestamp_lead_ms": timestamp_lead_ms(ours),
     }
 
 
 def timestamp_lead_ms(ours: Gunicorn) -> int:
-    """How far the next message's timestamp runs ahead of the wall clock. Timestamps strictly
-    increase, so past 1000 appends/s the store's clock gains on real time and keeps its lead."""
+    """How far the next message's timestamp runs ahead of the wall clock (the old store's strictly
+    increasing timestamps gained on real time past 1000 appends/s and kept their lead)."""
     body = encode(post_mix(random.Random(1), 0, users=1))
     response = httpx.post(f"{ours.url}/api/comments", content=body, headers={"content-type": "application/json"},
                           timeout=10)
@@ -128,20 +226,25 @@ def timestamp_lead_ms(ours: Gunicorn) -> int:
     return int(decode(response.content)["timestamp"]) - int(time.time() * 1000)
 
 
-def _pair(ceiling: list[dict[str, Any]], ours: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-round ratios read as 'share of the ceiling' (rps ours/ceiling, latency ceiling/ours: 1.0 =
-    as fast), and their medians; each app's figures are medians over the rounds."""
+def _shares(base: list[dict[str, Any]], ours: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Per-round shares, read as 'share of the reference' (rps ours/base, latency base/ours: 1.0 = as fast)."""
     def shares(field: str, ours_on_top: bool) -> list[float]:
-        return [round(o[field] / c[field] if ours_on_top else c[field] / o[field], 3)
-                for c, o in zip(ceiling, ours, strict=True) if c[field] and o[field]]
+        return [round(o[field] / b[field] if ours_on_top else b[field] / o[field], 3)
+                for b, o in zip(base, ours, strict=True) if b[field] and o[field]]
 
-    per_round = {"rps": shares("rps", True), "p50": shares("p50_ms", False), "p99": shares("p99_ms", False)}
-    return {
-        "ceiling": _median_run(ceiling),
-        "ours": _median_run(ours),
-        "ratio": {name: round(statistics.median(values), 3) if values else None for name, values in per_round.items()},
-        "ratio_per_round": per_round,
-    }
+    return {"rps": shares("rps", True), "p50": shares("p50_ms", False), "p99": shares("p99_ms", False)}
+
+
+def _compare(by_app: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Each app's figures (medians over the rounds) and ours' shares of the ceiling's (`ratio`) and
+    of the bare framework's (`ratio_vs_bare`), per round and their medians."""
+    out: dict[str, Any] = {app: _median_run(runs) for app, runs in by_app.items()}
+    for name, base in (("ratio", "ceiling"), ("ratio_vs_bare", "bare")):
+        per_round = _shares(by_app[base], by_app["ours"])
+        out[name] = {field: round(statistics.median(values), 3) if values else None
+                     for field, values in per_round.items()}
+        out[f"{name}_per_round"] = per_round
+    return out
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:

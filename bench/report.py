@@ -51,7 +51,8 @@ CHECKS: list[Check] = [
     *[
         (f"vs ceiling: {op}", f"{label} share of ceiling", _get("ratio", key, "ratio", field),
          _at_least(_RATIO_TARGET), f"≥ {_RATIO_TARGET}")
-        for op, key in (("POST /api/comments", "post"), ("GET /api/comments?after= (50 msgs)", "get"))
+        for op, key in (("POST /api/comments", "post"), ("GET /api/comments?after= (50 msgs)", "get"),
+                        ("GET as the frontend asks under load (6 s back, 200 msgs)", "get_frontend"))
         for label, field in (("req/s", "rps"), ("p50", "p50"), ("p99", "p99"))
     ],
     ("Redis cost", "command µs per append", _get("ratio", "post", "ours", "redis_usec_per_request"),
@@ -69,6 +70,17 @@ CHECKS: list[Check] = [
      _at_most(1.2), "≤ 1.2"),
     ("Memory", "Redis used_memory per stored message byte",
      _get("keyspace", "sizes", -1, "memory", "used_memory_per_message_byte"), _at_most(2.0), "≤ 2.0"),
+    ("Frontend poll cost", "Redis command µs per poll, 3,000 back ÷ 500 back", _get("pollcost", "redis_usec_growth"),
+     _at_most(1.5), "≤ 1.5"),
+    ("Clock", "most a timestamp ran ahead of the wall clock during the burst, ms", _get("drift", "max_lead_ms"),
+     _at_most(5), "≤ 5"),
+    ("Clock", "lead of the first message after the burst, ms", _get("drift", "first_after_lead_ms"),
+     _at_most(5), "≤ 5"),
+    ("claim-next under contention", "questions claimed twice", _get("claims", "duplicates"), lambda v: v == 0, "0"),
+    ("claim-next under contention", "non-200 answers (409 included) and transport errors",
+     lambda r: None if not r.get("claims") else r["claims"]["non_200"] + r["claims"]["transport_errors"],
+     lambda v: v == 0, "0"),
+    ("claim-next under contention", "questions never claimed", _get("claims", "never_claimed"), lambda v: v == 0, "0"),
 ]
 
 
@@ -113,31 +125,61 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [f"| {c['section']} | {c['metric']} | {_fmt(c['value'])} | {c['target']} | {_verdict(c['pass'])} |"
               for c in results["checks"]]
     lines += ["", *_ratio_table(results.get("ratio")), *_godmode_table(results.get("godmode")),
-              *_keyspace_table(results.get("keyspace")), *_raw_table(results.get("raw_redis"))]
+              *_keyspace_table(results.get("keyspace")), *_raw_table(results.get("raw_redis")),
+              *_pollcost_table(results.get("pollcost")), *_drift_table(results.get("drift")),
+              *_claims_table(results.get("claims"))]
     return "\n".join(lines) + "\n"
+
+
+_KINDS = (("post", "POST /api/comments"), ("get", "GET /api/comments?after= (50 msgs)"),
+          ("get_frontend", "GET as the frontend asks under load (6 s back, 200 msgs)"))
 
 
 def _ratio_table(ratio: dict[str, Any] | None) -> list[str]:
     if not ratio:
         return []
     load = ratio["load"]
+    kinds = [(key, name) for key, name in _KINDS if key in ratio]
     lines = [
-        (f"Ours vs the ceiling app (same gunicorn settings, one Redis round trip per request); wrk "
-         f"{load['threads']} thread, {load['connections']} connections, {ratio['rounds']} interleaved rounds of "
-         f"{load['duration_s']} s per run; medians over the rounds."),
+        (f"Ours vs the ceiling app (one Redis round trip per request) and the bare framework (no Redis, the "
+         f"same JSON), all under the same gunicorn settings; wrk {load['threads']} thread, {load['connections']} "
+         f"connections, {ratio['rounds']} interleaved rounds of {load['duration_s']} s per run; medians over "
+         "the rounds. Shares: ours' req/s ÷ theirs, their p50 ÷ ours; 1.0 = as fast."),
+        "",
+        ("| request | req/s share of bare | req/s share of ceiling | p50 share of bare | p50 share of ceiling "
+         "| ours' Redis µs/req |"),
+        "|---|---|---|---|---|---|",
+    ]
+    for key, name in kinds:
+        r = ratio[key]
+        vs_bare, vs_ceiling = r.get("ratio_vs_bare") or {}, r["ratio"]
+        lines.append(f"| {name} | {_fmt(vs_bare.get('rps'))} | {_fmt(vs_ceiling['rps'])} | {_fmt(vs_bare.get('p50'))} | "
+                     f"{_fmt(vs_ceiling['p50'])} | {_fmt(r['ours']['redis_usec_per_request'])} |")
+    lines += [
         "",
         ("| request | app | req/s | p50 ms | p99 ms | Redis command µs/req | Redis CPU µs/req | worker CPU µs/req "
          "| busiest worker's CPU share |"),
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for op, name in (("post", "POST /api/comments"), ("get", "GET /api/comments?after= (50 msgs)")):
-        for app in ("ceiling", "ours"):
-            r = ratio[op][app]
+    for key, name in kinds:
+        for app in ("bare", "ceiling", "ours"):
+            r = ratio[key].get(app)
+            if r is None:  # results from before the bare framework was measured
+                continue
             lines.append(f"| {name} | {app} | {_fmt(r['rps'])} | {_fmt(r['p50_ms'])} | {_fmt(r['p99_ms'])} | "
                          f"{_fmt(r['redis_usec_per_request'])} | {_fmt(r['redis_cpu_us_per_request'])} | "
                          f"{_fmt(r['app_cpu_us_per_request'])} | {_fmt(r['busiest_worker_share'])} |")
-    lead_s = ratio["timestamp_lead_ms"] / 1000
-    return [*lines, "", f"After these runs a new message's timestamp was {lead_s:,.1f} s ahead of the wall clock.", ""]
+    lines.append("")
+    frontend = (ratio.get("queries") or {}).get("get_frontend")
+    if frontend:
+        since = [q["messages_since"] for q in frontend]
+        capped = " (copy capped)" if any(q["more_since_than_copied"] for q in frontend) else ""
+        lines.append(f"The frontend poll's `after` was 6 s back with {_fmt(min(since))}–{_fmt(max(since))}{capped} "
+                     f"messages since; its page held {_fmt(frontend[0]['page_messages'])} messages "
+                     f"({_fmt(frontend[0]['page_bytes'])} bytes).")
+    lead_ms = ratio["timestamp_lead_ms"]
+    lead = f"{lead_ms / 1000:,.1f} s" if abs(lead_ms) >= 1000 else f"{lead_ms} ms"
+    return [*lines, f"After these runs a new message's timestamp was {lead} ahead of the wall clock.", ""]
 
 
 def _godmode_table(gm: dict[str, Any] | None) -> list[str]:
@@ -194,6 +236,62 @@ def _raw_table(raw: dict[str, Any] | None) -> list[str]:
         (f"Storage tier alone: {_fmt(raw['appends_per_s'])} appends/s from {raw['pipelines']} pipelined "
          f"redis-py clients; {_fmt(raw['redis_usec_per_append'])} µs of Redis per append, so one Redis "
          f"core tops out near {_fmt(raw['single_thread_ceiling_per_s'])} appends/s."),
+        "",
+    ]
+
+
+def _pollcost_table(pc: dict[str, Any] | None) -> list[str]:
+    if not pc:
+        return []
+    cfg = pc["config"]
+    lines = [
+        (f"Frontend poll cost: {_fmt(cfg['messages'])} messages over {cfg['users']} humans, polls of {cfg['page']} "
+         f"per page whose `after` lies N messages back (wrk, {cfg['load']['connections']} connections). "
+         f"3,000 back costs {_fmt(pc['redis_usec_growth'])}× the Redis command time of 500 back "
+         f"({_fmt(pc.get('redis_usec_per_message_growth'))}× per message answered; "
+         f"{_fmt(pc['redis_cpu_growth'])}× the Redis process CPU, which includes writing the replies)."),
+        "",
+        ("| after | messages since | page msgs | Redis command µs/poll | Redis CPU µs/poll | worker CPU µs/poll "
+         "| p50 ms | req/s |"),
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for back, row in pc["by_back"].items():
+        lines.append(f"| {_fmt(int(back))} back | {_fmt(row['messages_since'])} | {_fmt(row['page_messages'])} | "
+                     f"{_fmt(row['redis_usec_per_request'])} | {_fmt(row['redis_cpu_us_per_request'])} | "
+                     f"{_fmt(row['app_cpu_us_per_request'])} | {_fmt(row['p50_ms'])} | {_fmt(row['rps'])} |")
+    return [*lines, ""]
+
+
+def _drift_table(drift: dict[str, Any] | None) -> list[str]:
+    if not drift:
+        return []
+    cfg = drift["config"]
+    return [
+        (f"Clock under a burst: {_fmt(drift['appends'])} appends in {drift['elapsed_s']} s "
+         f"({_fmt(drift['appends_per_s'])}/s, {cfg['concurrency']} in flight from one process, no HTTP). "
+         f"A timestamp ran at most {_fmt(drift['max_lead_ms'])} ms ahead of the wall clock at its "
+         f"acknowledgement; the first message after the burst {_fmt(drift['first_after_lead_ms'])} ms."),
+        "",
+    ]
+
+
+def _claims_table(cl: dict[str, Any] | None) -> list[str]:
+    if not cl:
+        return []
+    cfg, per_claim, latency = cl["config"], cl.get("per_claim") or {}, cl["claim_next_latency"]
+    return [
+        (f"claim-next under contention: {_fmt(cl['queued'])} questions over {cfg['humans']} humans, "
+         f"{cfg['bots']} concurrent bots (claim-next, then complete with the claimToken if any), one asyncio "
+         f"process using {_fmt(cl.get('bench_client_cpu_share'))} of a core (near 1, it bounds claims/s)."),
+        "",
+        ("| claims | claims/s | time s | duplicates | non-200 | of which 409 | transport errors | never claimed "
+         "| claim-next p50 / p99 ms | Redis µs/claim | scripts/claim | worker CPU µs/claim |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        (f"| {_fmt(cl['claims'])} | {_fmt(cl['claims_per_s'])} | {_fmt(cl['elapsed_s'])} | {_fmt(cl['duplicates'])} | "
+         f"{_fmt(cl['non_200'])} | {_fmt(cl['conflicts_409'])} | {_fmt(cl['transport_errors'])} | "
+         f"{_fmt(cl['never_claimed'])} | {_fmt(latency['p50_ms'])} / {_fmt(latency['p99_ms'])} | "
+         f"{_fmt(per_claim.get('redis_usec_per_request'))} | {_fmt(per_claim.get('redis_scripts_per_request'))} | "
+         f"{_fmt(per_claim.get('worker_cpu_us'))} |"),
         "",
     ]
 

@@ -1,9 +1,12 @@
 """`make bench`: every benchmark of the message store in one run, on a private redis-server.
 
-Phases, in order: ratio (ours vs the ceiling app, wrk), raw (the append script alone, pipelined),
-profile (pyinstrument over in-process requests), godmode (bots, humans and pollers over HTTP),
-keyspace (poll latency and memory at growing keyspaces, the seed's reads for contrast).
-About 5 minutes on 2 cores; --quick is a ~1 minute smoke run. Results go to bench/results/.
+Phases, in order: ratio (ours vs the ceiling app and the bare framework, wrk), raw (the append
+script alone, pipelined), profile (pyinstrument over in-process requests), godmode (bots, humans and
+pollers over HTTP), keyspace (poll latency and memory at growing keyspaces, the seed's reads for
+contrast), pollcost (Redis time of a frontend poll 500 vs 3,000 messages back), drift (timestamps vs
+the wall clock after a burst of appends), claims (claim-next with 120 concurrent bots).
+pollcost, drift and claims each start from an empty database.
+About 7 minutes on 2 cores; --quick is a ~1.5 minute smoke run. Results go to bench/results/.
 """
 
 from __future__ import annotations
@@ -25,19 +28,20 @@ if __package__ in (None, ""):  # run as a script (`make bench`): make `bench`, `
 import redis
 
 from app.config import Settings
-from bench import godmode_load, keyspace, profile, ratio, raw_redis, report
-from bench.servers import CEILING_APP, ROOT, SERVICE_APP, RedisServer, start_gunicorn
+from bench import claims, drift, godmode_load, keyspace, pollcost, profile, ratio, raw_redis, report
+from bench.bare_app import POLL_DIR_ENV
+from bench.servers import BARE_APP, CEILING_APP, ROOT, SERVICE_APP, RedisServer, start_gunicorn
 from bench.wrk import Load
 
 RESULTS = ROOT / "bench" / "results"
-PHASES = ("ratio", "raw", "profile", "godmode", "keyspace")
+PHASES = ("ratio", "raw", "profile", "godmode", "keyspace", "pollcost", "drift", "claims")
 PRESETS: dict[str, dict[str, Any]] = {
     "full": {"duration": 4.0, "rounds": 5, "warmup": 2.0, "godmode_duration": 40.0, "drain": 20.0,
              "keys": "1000,10000,100000", "keyspace_duration": 5.0, "seed_budget": 8.0,
-             "raw_messages": 60_000, "profile_requests": 3000},
+             "raw_messages": 60_000, "profile_requests": 3000, "burst": 4.0, "questions": 2000},
     "quick": {"duration": 2.0, "rounds": 2, "warmup": 1.0, "godmode_duration": 8.0, "drain": 10.0,
               "keys": "1000,10000", "keyspace_duration": 2.0, "seed_budget": 2.0,
-              "raw_messages": 6000, "profile_requests": 500},
+              "raw_messages": 6000, "profile_requests": 500, "burst": 2.0, "questions": 500},
 }
 
 
@@ -52,7 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=16, help="wrk connections, ratio phase")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads, ratio phase")
     parser.add_argument("--duration", type=float, help="seconds per measured wrk run, ratio phase")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds of the four wrk runs, ratio phase")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds of the nine wrk runs, ratio phase")
     parser.add_argument("--warmup", type=float, help="seconds of discarded wrk run before each measured one")
     parser.add_argument("--godmode-duration", type=float, help="seconds humans keep asking, godmode phase")
     parser.add_argument("--drain", type=float, help="longest wait for bots and pollers to finish, godmode phase")
@@ -62,6 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed-budget", type=float, help="seconds per size spent timing each seed read")
     parser.add_argument("--raw-messages", type=int, help="appends sent in the raw phase")
     parser.add_argument("--profile-requests", type=int, help="requests per profiled endpoint")
+    parser.add_argument("--burst", type=float, help="seconds of back-to-back appends, drift phase")
+    parser.add_argument("--questions", type=int, help="questions queued for the bots, claims phase")
+    parser.add_argument("--bots", type=int, default=claims.Config.bots, help="concurrent bot loops, claims phase")
     args = parser.parse_args(argv)
     for name, value in PRESETS["quick" if args.quick else "full"].items():
         if getattr(args, name) is None:
@@ -119,15 +126,20 @@ def run_phases(args: argparse.Namespace, results: dict[str, Any]) -> None:
         stack.callback(ours.stop)
 
         if "ratio" in args.phases:
-            log("ratio: starting the ceiling app")
-            ceiling = start_gunicorn(CEILING_APP, server.url, args.workers, raw_dir)
-            try:
+            pages = raw_dir / "bare-pages"
+            page_bytes = ratio.capture_bare_pages(ours, client, server.url, settings, pages)
+            log("ratio: starting the ceiling app and the bare framework")
+            with ExitStack() as references:
+                ceiling = start_gunicorn(CEILING_APP, server.url, args.workers, raw_dir)
+                references.callback(ceiling.stop)
+                bare = start_gunicorn(BARE_APP, server.url, args.workers, raw_dir, extra_env={POLL_DIR_ENV: str(pages)})
+                references.callback(bare.stop)
                 load = Load(args.duration, args.warmup, args.connections, args.threads)
-                log(f"ratio: {args.rounds} rounds of 4 × {args.duration:.0f} s of wrk "
-                    "(ceiling POST, ours POST, ceiling GET, ours GET)")
-                results["ratio"] = ratio.run(ours, ceiling, client, server.url, settings, load, args.rounds)
-            finally:
-                ceiling.stop()
+                log(f"ratio: {args.rounds} rounds of 9 × {args.duration:.0f} s of wrk "
+                    "(POST, newest page, frontend poll; each on ceiling, ours, bare)")
+                apps = {"ceiling": ceiling, "ours": ours, "bare": bare}
+                results["ratio"] = ratio.run(apps, client, server.url, settings, load, args.rounds)
+                results["ratio"]["bare_page_bytes"] = page_bytes
 
         if "raw" in args.phases:
             log(f"raw: {args.raw_messages} pipelined appends")
@@ -150,6 +162,20 @@ def run_phases(args: argparse.Namespace, results: dict[str, Any]) -> None:
             sizes = keyspace.Config(args.keys, args.messages_per_key, load, args.seed_budget)
             log(f"keyspace: sizes {', '.join(map(str, sizes.sizes))}")
             results["keyspace"] = keyspace.run(ours, client, server.url, settings, sizes)
+
+        if "pollcost" in args.phases:
+            load = Load(args.duration, min(1.0, args.warmup), connections=4)
+            log(f"pollcost: {pollcost.MESSAGES} messages; polls {' and '.join(map(str, pollcost.BACK))} back")
+            results["pollcost"] = pollcost.run(ours, client, server.url, settings, load)
+
+        if "drift" in args.phases:
+            log(f"drift: {args.burst:.0f} s burst of appends")
+            results["drift"] = drift.run(client, settings, args.burst)
+
+        if "claims" in args.phases:
+            bots = claims.Config(questions=args.questions, bots=args.bots)
+            log(f"claims: {bots.questions} questions, {bots.bots} bots")
+            results["claims"] = claims.run(ours, client, server.url, settings, bots)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +17,10 @@ from tests.redis_server import RedisServer, free_port  # the tests' private redi
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE_APP = "app.asgi:app"
 CEILING_APP = "bench.ceiling_app:app"
+BARE_APP = "bench.bare_app:app"
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-__all__ = ["CEILING_APP", "ROOT", "SERVICE_APP", "Gunicorn", "RedisServer", "start_gunicorn"]
+__all__ = ["BARE_APP", "CEILING_APP", "ROOT", "SERVICE_APP", "Gunicorn", "RedisServer", "start_gunicorn"]
 
 
 @dataclass
@@ -62,7 +64,8 @@ class Gunicorn:
                 self.proc.wait(10)
 
 
-def start_gunicorn(module: str, redis_url: str, workers: int, log_dir: Path, ready_path: str = "/readyz") -> Gunicorn:
+def start_gunicorn(module: str, redis_url: str, workers: int, log_dir: Path, ready_path: str = "/readyz",
+                   extra_env: Mapping[str, str] | None = None) -> Gunicorn:
     port = free_port()
     env = {
         **os.environ,
@@ -71,6 +74,7 @@ def start_gunicorn(module: str, redis_url: str, workers: int, log_dir: Path, rea
         "WEB_CONCURRENCY": str(workers),
         "REDIS_URL": redis_url,
         "LOG_LEVEL": "warning",
+        **(extra_env or {}),
     }
     log_path = log_dir / f"gunicorn-{module.split(':')[0].replace('.', '_')}.log"
     with log_path.open("wb") as log:

@@ -70,3 +70,49 @@ def ok(r: httpx.Response) -> dict[str, Any]:
     assert r.status_code == 200, r.text
     data: dict[str, Any] = r.json()
     return data
+
+
+# -- the partitioned layout, read as an operator would (app/keys.py names every key) -------------
+
+PARTITIONS = 12  # the default; tests that start a service with another PARTITIONS pass theirs
+
+
+def partitions(count: int = PARTITIONS) -> tuple[Any, ...]:
+    from app import keys
+
+    return keys.partitions(count)
+
+
+def queue_sizes(rdb: Any, count: int = PARTITIONS) -> tuple[int, int]:
+    """(pending, processing) summed over every partition."""
+    pipe = rdb.pipeline(transaction=False)
+    for p in partitions(count):
+        pipe.zcard(p.pending)
+        pipe.zcard(p.processing)
+    replies = pipe.execute()
+    return sum(replies[0::2]), sum(replies[1::2])
+
+
+def stats(rdb: Any, count: int = PARTITIONS) -> dict[str, int]:
+    """Every partition's counters summed (what /api/admin/stats reports)."""
+    out: dict[str, int] = {}
+    for p in partitions(count):
+        for field, value in rdb.hgetall(p.meta).items():
+            if field not in (b"clock", b"seq"):
+                out[field.decode()] = out.get(field.decode(), 0) + int(value)
+    return out
+
+
+def locate(rdb: Any, message_id: str, count: int = PARTITIONS) -> tuple[int, str] | None:
+    """(timestamp, message key) of an id, from the partitions' id indexes."""
+    for p in partitions(count):
+        loc = rdb.hget(p.ids, message_id)
+        if loc is not None:
+            ts, _domain, key = loc.decode().split(" ", 2)
+            return int(ts), key
+    return None
+
+
+def stored(rdb: Any, key: str, ts: int) -> list[bytes]:
+    """Members of a message key with this whole-ms timestamp (scores are ts + a fraction)."""
+    return list(rdb.zrange(key, ts, f"({ts + 1}", byscore=True))

@@ -1,16 +1,15 @@
--- read_message: one message by id, with its location and queue context, and the server clock.
+-- read_message: one message by id, with its queue context.
 --
--- KEYS[1]  store:msgloc            hash    id -> "<ts> <domain> <message key>"
--- KEYS[2]  queue:context:{id}      string
--- ARGV[1]  id
+-- KEYS[1]  ids        ids:{p}        hash  id -> location record
+-- KEYS[2]  contexts   contexts:{p}   hash  id -> context JSON
+-- ARGV: id
 --
--- Returns {now, key, ts, message JSON or false, context or false}, or {now} when the id is
--- unknown. A known id whose message was trimmed returns false for the message.
+-- Returns {key, message JSON or false, context or false}, or {} when the id is unknown here.
+-- A known id whose message was trimmed or deleted returns false for the message.
 
-local t = redis.call('TIME')
-local now = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-local loc = redis.call('HGET', KEYS[1], ARGV[1])
-if not loc then return {now} end
-local ts, key = string.match(loc, '^(%d+) %S+ (.+)$')
-local found = redis.call('ZRANGE', key, ts, ts, 'BYSCORE')
-return {now, key, ts, found[1] or false, redis.call('GET', KEYS[2]) or false}
+local ids, contexts = unpack(KEYS)
+local id = ARGV[1]
+local loc = redis.call('HGET', ids, id)
+if not loc then return {} end
+local ts, _, key = loc_parse(loc)
+return {key, find_member(key, ts, id) or false, redis.call('HGET', contexts, id) or false}

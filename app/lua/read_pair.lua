@@ -1,31 +1,37 @@
--- read_pair: the newest messages of a human<->GodMode pair, across its conv: key and every
--- session key. Cost is proportional to the pair's sessions, not to the keyspace.
+-- read_pair: the newest messages of a pair: its conv: key and, for GodMode, every session key of
+-- the pair. Cost is proportional to the pair's sessions, not to the keyspace. Messages of the
+-- current millisecond wait for the next read: one committed later in it would otherwise have a
+-- timestamp equal to one already returned, and a reader following `after` would miss it.
 --
--- KEYS[1]  conv:{hU}:{hC}:{aU}:{aC}
--- KEYS[2]  sessions:{hU}:{hC}           zset, members "{aU}:{aC}:{sid}" at score 0
--- ARGV[1]  lex range start for the pair: '[{aU}:{aC}:'
--- ARGV[2]  lex range end for the pair:   '({aU}:{aC};'   (';' sorts right after ':')
--- ARGV[3]  session key prefix: 'godmode:{hU}:{hC}:'
--- ARGV[4]  exclusive lower score: '(<after>'
--- ARGV[5]  limit
+-- KEYS[1]  conv        conv:{hU}:{hC}:{aU}:{aC}
+-- KEYS[2]  sessions    sessions:{p}:{hU}:{hC}     zset, members "{aU}:{aC}:{sid}" at score 0
+-- ARGV: lex_start ('[{aU}:{aC}:'), lex_end ('({aU}:{aC};', ';' sorts right after ':'),
+-- key_prefix ('godmode:{hU}:{hC}:'), min_score (after + 1: timestamps are whole ms), limit,
+-- with_sessions ('1' = merge the pair's God Mode sessions)
 --
 -- Returns the last `limit` message JSONs with timestamp > after, oldest first.
 
-local limit = tonumber(ARGV[5])
+local conv, sessions = unpack(KEYS)
+local lex_start, lex_end, key_prefix, min_score, limit, with_sessions = unpack(ARGV)
+limit = tonumber(limit)
+local before = '(' .. int_s(time_ms())
+
 local gathered = {}
 local function take(key)
-  local rows = redis.call('ZRANGE', key, '+inf', ARGV[4], 'BYSCORE', 'REV', 'LIMIT', 0, limit, 'WITHSCORES')
+  local rows = redis.call('ZRANGE', key, before, min_score, 'BYSCORE', 'REV', 'LIMIT', 0, limit, 'WITHSCORES')
   for i = 1, #rows, 2 do
     gathered[#gathered + 1] = {tonumber(rows[i + 1]), rows[i]}
   end
 end
 
-take(KEYS[1])
-for _, member in ipairs(redis.call('ZRANGE', KEYS[2], ARGV[1], ARGV[2], 'BYLEX')) do
-  take(ARGV[3] .. member)
+take(conv)
+if with_sessions == '1' then
+  for _, member in ipairs(redis.call('ZRANGE', sessions, lex_start, lex_end, 'BYLEX')) do
+    take(key_prefix .. member)
+  end
 end
 
-table.sort(gathered, function(a, b) return a[1] < b[1] end)
+table.sort(gathered, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
 local out = {}
 for i = math.max(1, #gathered - limit + 1), #gathered do
   out[#out + 1] = gathered[i][2]

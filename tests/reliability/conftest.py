@@ -66,8 +66,8 @@ def shared_redis() -> Iterator[RedisServer]:
 @pytest.fixture(scope="session")
 def pair_of_services(shared_redis: RedisServer) -> Iterator[list[Service]]:
     """Two gunicorn masters, 2 workers each, on one Redis: what two replicas behind a balancer see.
-    Few recent copies (RECENT_MESSAGES), so polls cross between the fast path and the index."""
-    with services(shared_redis.url, 2, workers=2, RECENT_MESSAGES="64", ADMIN_TOKEN=ADMIN_TOKEN) as svcs:
+    A small FEED_WINDOW would reset followers; the default holds everything these tests write."""
+    with services(shared_redis.url, 2, workers=2, ADMIN_TOKEN=ADMIN_TOKEN) as svcs:
         yield svcs
 
 

@@ -12,6 +12,8 @@ from typing import Any
 import redis
 import schemathesis
 
+from tests.helpers import partitions, queue_sizes, stats
+
 _redis = redis.Redis(port=int(os.environ.get("GMS_FUZZ_REDIS_PORT", "6379")), socket_timeout=10)
 _last: tuple[Any, ...] | None = None
 
@@ -27,14 +29,9 @@ DOCUMENTED_400 = {
 
 
 def _fingerprint() -> tuple[Any, ...]:
-    pipe = _redis.pipeline(transaction=False)
-    pipe.hgetall("store:stats")
-    pipe.dbsize()
-    pipe.zcard("queue:pending")
-    pipe.zcard("queue:processing")
-    pipe.hlen("store:msgloc")
-    stats, size, pending, processing, ids = pipe.execute()
-    return tuple(sorted(stats.items())), size, pending, processing, ids
+    counters = stats(_redis)
+    ids = sum(_redis.hlen(p.ids) for p in partitions())
+    return tuple(sorted(counters.items())), _redis.dbsize(), queue_sizes(_redis), ids
 
 
 def _json(response: schemathesis.Response) -> Any:

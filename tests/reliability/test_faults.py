@@ -18,6 +18,7 @@ import httpx
 import pytest
 import redis
 
+from tests.helpers import partitions
 from tests.redis_server import RedisServer
 from tests.reliability.harness import (
     Planned,
@@ -361,5 +362,5 @@ async def test_soak_random_faults_with_writers_pollers_and_bots(chaos: Chaos) ->
 
 
 def _processing(rdb: redis.Redis) -> list[str]:
-    return [m.decode() for m in rdb.zrange("queue:processing", 0, -1)]
+    return [m.decode() for p in partitions() for m in rdb.zrange(p.processing, 0, -1)]
 

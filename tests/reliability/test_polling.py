@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from tests.helpers import ETERNAL, ETERNAL_COLOR, GODMODE, GODMODE_COLOR
+from tests.helpers import ETERNAL, ETERNAL_COLOR, GODMODE, GODMODE_COLOR, stats
 from tests.reliability.harness import (
     PairPoller,
     StreamPoller,
@@ -48,7 +48,7 @@ async def polling_load(svcs: list[Service], rdb: redis.Redis, scale: Scale, seed
     plans = [plan_messages(w, scale.per_writer, people, random.Random(seed * 100 + w)) for w in range(scale.writers)]
     http = clients(svcs)
     deadline = time.monotonic() + scale.seconds
-    start_after = int(rdb.get("store:clock") or 0)
+    start_after = 0
     writers = Writers()
     stop = asyncio.Event()
 
@@ -75,8 +75,8 @@ async def polling_load(svcs: list[Service], rdb: redis.Redis, scale: Scale, seed
         assert expected, f"{poller.name}: no traffic on {poller.pair}"
         check_poller(poller, expected, {i: p for i, p in writers.sent.items() if p.pair == poller.pair})
     stored = check_redis(rdb, writers.acked)
-    stats = rdb.hgetall("store:stats")
-    assert int(stats[b"messages"]) == total, stats
+    counters = stats(rdb)
+    assert counters["messages"] == total, counters
     return {
         "messages written": total,
         "posts (incl. retries)": sum(writers.tally.statuses.values()),

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import redis
 
-from tests.helpers import ai_reply, human
+from tests.helpers import ai_reply, human, locate, partitions, queue_sizes, stored
 from tests.redis_server import RedisServer
 from tests.reliability.harness import Tally, clients, record, request, services
 from tests.service import Service
@@ -83,14 +83,15 @@ async def post_questions(http: Sequence[httpx.AsyncClient], ids: list[str], dead
 
 
 def assert_all_complete(rdb: redis.Redis, ids: list[str]) -> None:
-    assert rdb.zcard("queue:pending") == 0 and rdb.zcard("queue:processing") == 0
-    assert not list(rdb.scan_iter(match="queue:context:*"))
+    assert queue_sizes(rdb) == (0, 0)
+    assert all(rdb.hlen(p.contexts) == 0 and rdb.hlen(p.claims) == 0 for p in partitions())
     for mid in ids:
-        ts, _domain, key = rdb.hget("store:msgloc", mid).decode().split(" ", 2)
-        (raw,) = rdb.zrange(key, ts, ts, byscore=True)
+        where = locate(rdb, mid)
+        assert where is not None, mid
+        (raw,) = [r for r in stored(rdb, where[1], where[0]) if r.startswith(b'{"id":"%s"' % mid.encode())]
         assert b'"status":"complete"' in raw, raw
-    for key in rdb.scan_iter(match="inflight:*"):
-        assert rdb.zcard(key) == 0
+    for p in partitions():  # no in-flight bytes left behind
+        assert all(int(v.split()[1]) == 0 for v in rdb.hvals(p.sizes))
 
 
 async def queue_load(svcs: list[Service], rdb: redis.Redis, messages: int, bots: int, producers: int,
@@ -166,7 +167,7 @@ async def test_dead_claimers_messages_are_reclaimed_after_the_timeout(shared_red
         # the queue is empty *and* nothing is processing, i.e. every expired claim came back.
         async def until_drained() -> None:
             while time.monotonic() < deadline:
-                if rdb.zcard("queue:pending") == 0 and rdb.zcard("queue:processing") == 0:
+                if queue_sizes(rdb) == (0, 0):
                     done.set()
                     return
                 await asyncio.sleep(0.1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,16 +10,31 @@ import fakeredis
 import pytest
 from starlette.testclient import TestClient
 
+from app import keys
 from app.config import Settings
+from app.feed import encode_cursor
 from app.main import create_app
 from app.store import Store
-from tests.helpers import ETERNAL, ETERNAL_COLOR, GODMODE, GODMODE_COLOR, HUMAN, HUMAN_COLOR, ai_reply, human
+from tests.helpers import ETERNAL, ETERNAL_COLOR, GODMODE, GODMODE_COLOR, HUMAN, HUMAN_COLOR, ai_reply, human, ok
 
 
 def make_client(**settings: Any) -> TestClient:
     config = Settings(**settings)
-    store = Store(fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer()), config)
-    return TestClient(create_app(config, store))
+    server = fakeredis.FakeServer()
+    app = create_app(config, Store(fakeredis.FakeAsyncRedis(server=server), config))
+    app.state.fake_server = server
+    return TestClient(app)
+
+
+def redis_of(client: TestClient) -> fakeredis.FakeRedis:
+    """A plain client of the app's Redis, to act behind the service."""
+    return fakeredis.FakeRedis(server=client.app.state.fake_server)  # type: ignore[attr-defined]
+
+
+def poll(client: TestClient, **params: Any) -> dict[str, Any]:
+    """GET /api/comments after the current millisecond (a poll holds back the millisecond it runs in)."""
+    time.sleep(0.003)
+    return ok(client.get("/api/comments", params=params))
 
 
 @pytest.fixture
@@ -40,12 +56,52 @@ def test_post_answers_id_timestamp_status_key(client: TestClient) -> None:
 def test_poll_shape_with_version(client: TestClient) -> None:
     body = human()
     client.post("/api/comments", json=body)
+    time.sleep(0.003)
     r = client.get("/api/comments", params={"after": 0, "limit": 200, "includeGodMode": "true"})
     data = r.json()
     assert r.headers["content-type"] == "application/json" and r.headers["access-control-allow-origin"] == "*"
+    assert list(data) == ["messages", "nextAfter", "hasMore", "globalScore", "cursor", "reset", "version"]
     assert [m["id"] for m in data["messages"]] == [body["id"]]
     assert data["nextAfter"] == data["messages"][0]["timestamp"] and data["hasMore"] is False
-    assert data["globalScore"] == 0 and data["version"] == "2026.11.25"
+    assert data["globalScore"] == 0 and data["version"] == "2026.11.25" and data["reset"] is False
+    assert data["cursor"] == encode_cursor((data["nextAfter"],) * 12)
+
+
+def test_poll_cursor_resumes_where_the_page_ended(client: TestClient) -> None:
+    sent = []
+    for i in range(7):
+        body = human(entity=None, user=f"Human{i}", text=f"m{i}")  # several humans: several partitions
+        client.post("/api/comments", json=body)
+        sent.append(body["id"])
+        time.sleep(0.002)
+    seen, cursor, pages = [], None, 0
+    while True:
+        data = poll(client, limit=3, after=0, **({"cursor": cursor} if cursor else {}))  # cursor wins over after
+        seen += [m["id"] for m in data["messages"]]
+        cursor, pages = data["cursor"], pages + 1
+        assert data["reset"] is False
+        if not data["hasMore"]:
+            break
+    assert seen == sent and pages == 3
+    assert poll(client, cursor=cursor)["messages"] == []
+
+
+def test_poll_reset_when_the_feed_no_longer_holds_the_position() -> None:
+    with make_client(feed_window=4) as c:
+        bodies = [human(entity=None, text=f"t{i}") for i in range(45)]
+        for body in bodies:
+            assert c.post("/api/comments", json=body).status_code == 200
+        data = poll(c, after=0)
+        assert data["reset"] is True and 4 <= len(data["messages"]) <= 36
+        assert [m["id"] for m in data["messages"]] == [b["id"] for b in bodies][-len(data["messages"]):]
+        assert poll(c, cursor=data["cursor"])["reset"] is False
+
+
+def test_poll_cursor_of_another_partition_count_resets(client: TestClient) -> None:
+    body = human(entity=None)
+    client.post("/api/comments", json=body)
+    data = poll(client, cursor=encode_cursor((0, 0, 0)))
+    assert data["reset"] is True and [m["id"] for m in data["messages"]] == [body["id"]]
 
 
 def test_poll_without_version_omits_it() -> None:
@@ -95,17 +151,56 @@ def test_body_over_limit_is_413() -> None:
 
 def test_message_over_key_limit_is_413_with_key_limit_size() -> None:
     with make_client(max_key_bytes=1024) as c:
-        r = c.post("/api/comments", json=human(entity=None, text="x" * 2000))
+        big = human(entity=None, text="x" * 2000)
+        r = c.post("/api/comments", json=big)
         assert r.status_code == 413
         body = r.json()
         assert body["key"] == f"conv:{HUMAN}:{HUMAN_COLOR}:platform:platform" and body["limit"] == 1024
         assert body["size"] > 1024
+        # A 413 leaves no idempotency record: the same id, smaller, is stored.
+        assert ok(c.post("/api/comments", json={**big, "text": "small"}))["status"] == "success"
 
 
-@pytest.mark.parametrize("query", ["after=abc", "limit=x", "type=robot", "since=1.5"])
+def test_backlog_413_names_the_in_flight_bytes() -> None:
+    with make_client(max_key_bytes=2048) as c:
+        for i in range(2):
+            ok(c.post("/api/comments", json=human(text=f"{i} " + "p" * 500)))
+        r = c.post("/api/comments", json=human(text="one too many " + "p" * 500))
+        assert r.status_code == 413
+        body = r.json()
+        assert body["limit"] == 2048 and body["backlog"] > 1000 and body["size"] > body["backlog"]
+
+
+@pytest.mark.parametrize("companion", ["feed", "ids", "meta", "sizes", "pending", "contexts"])
+def test_post_with_a_companion_key_of_another_type_is_409_and_writes_nothing(client: TestClient,
+                                                                             companion: str) -> None:
+    redis = redis_of(client)
+    redis.set(getattr(keys.partition_of(HUMAN, HUMAN_COLOR, 12), companion), "not mine")
+    r = client.post("/api/comments", json=human())
+    assert r.status_code == 409 and "error" in r.json()
+    assert redis.keys("*") == [getattr(keys.partition_of(HUMAN, HUMAN_COLOR, 12), companion).encode()]
+
+
+def test_keys_deleted_behind_the_service_are_never_a_5xx(client: TestClient) -> None:
+    q = human()
+    ok(client.post("/api/comments", json=q))
+    redis = redis_of(client)
+    redis.delete(*redis.keys("*"))  # every key: messages and every index
+    assert client.patch(f"/api/comments/{q['id']}", json={"eqScore": 5}).status_code == 404
+    assert client.post("/api/queue/complete", json={"messageId": q["id"]}).status_code == 404
+    assert ok(client.post("/api/queue/claim-next", json={"workerId": "w"}))["success"] is False
+    assert poll(client)["messages"] == []
+    again = human()
+    assert ok(client.post("/api/comments", json=again))["status"] == "success"
+    assert [m["id"] for m in poll(client)["messages"]] == [again["id"]]
+    assert ok(client.get("/api/admin/stats"))["messages"] == 1
+
+
+@pytest.mark.parametrize("query", ["after=abc", "limit=x", "type=robot", "since=1.5", "cursor=abc", "cursor=c1.0",
+                                   "cursor=c1.0.0.0.0.0.0.0.0.0.0.0.0.zzzzzzzzzzzz", "cursor=c9.0.0&after=5"])
 def test_bad_poll_query_is_400(client: TestClient, query: str) -> None:
     r = client.get("/api/comments?" + query)
-    assert r.status_code == 400 and r.json()["field"] in query
+    assert r.status_code == 400 and r.json()["field"] in query and "error" in r.json()
 
 
 def test_patch_score_and_unknown_id(client: TestClient) -> None:
@@ -116,6 +211,23 @@ def test_patch_score_and_unknown_id(client: TestClient) -> None:
     assert r.json()["message"]["eqScore"] == 72 and r.json()["globalScore"] == 72
     assert client.patch("/api/comments/unknown1", json={"eqScore": 1}).status_code == 404
     assert client.patch(f"/api/comments/{body['id']}", json={"eqScore": "high"}).json()["field"] == "eqScore"
+
+
+def test_claim_tokens_and_stale_complete(client: TestClient) -> None:
+    body = human()
+    client.post("/api/comments", json=body)
+    claimed = ok(client.post("/api/queue/claim-next", json={"workerId": "w1"}))
+    assert claimed["success"] is True and claimed["message"]["id"] == body["id"] and claimed["claimToken"]
+    assert (claimed["totalPending"], claimed["remainingPending"]) == (1, 0)
+    assert claimed["message"]["botParams"]["claimedBy"] == "w1"
+    token = claimed["claimToken"]
+    r = client.post("/api/queue/complete", json={"messageId": body["id"], "claimToken": "not-the-token"})
+    assert r.status_code == 409 and r.json()["messageId"] == body["id"]
+    bad = client.post("/api/queue/complete", json={"messageId": body["id"], "claimToken": "bad token!"})
+    assert bad.status_code == 400 and bad.json()["field"] == "claimToken"
+    assert ok(client.post("/api/queue/complete", json={"messageId": body["id"], "claimToken": token})) == {
+        "success": True}
+    assert client.post("/api/queue/complete", json={"messageId": body["id"], "claimToken": token}).status_code == 409
 
 
 def test_queue_endpoints(client: TestClient) -> None:
@@ -130,6 +242,7 @@ def test_queue_endpoints(client: TestClient) -> None:
     assert pending["kvStats"]["pending"] == 1 and pending["pending"][0]["context"] == body["context"]
     claimed = client.post("/api/queue/claim", json={"messageId": body["id"], "workerId": "w"})
     assert claimed.status_code == 200 and claimed.json()["message"]["botParams"]["status"] == "processing"
+    assert set(claimed.json()) == {"success", "message", "claimToken"} and claimed.json()["claimToken"]
     assert client.post("/api/queue/claim", json={"messageId": body["id"], "workerId": "w2"}).status_code == 409
     assert client.post("/api/queue/claim", json={"messageId": "nope", "workerId": "w2"}).status_code == 404
     assert client.post("/api/queue/complete", json={"messageId": body["id"]}).json() == {"success": True}
@@ -153,6 +266,7 @@ def test_conversation_is_bare_array_oldest_first_last_limit(client: TestClient) 
         client.post("/api/comments", json=reply)
         ids.append(reply["id"])
     pair = {"humanUsername": HUMAN, "humanColor": HUMAN_COLOR, "aiUsername": ETERNAL, "aiColor": ETERNAL_COLOR}
+    time.sleep(0.003)  # the current millisecond is held back
     assert [m["id"] for m in client.get("/api/conversation", params=pair).json()] == ids
     assert [m["id"] for m in client.get("/api/conversation", params={**pair, "limit": 2}).json()] == ids[-2:]
 
@@ -172,6 +286,17 @@ def test_godmode_session_metadata(client: TestClient) -> None:
     assert r.json() == {"success": True, "sessionKey": "godmode-session:1763027011418-1mmzaea", "messageCount": 1}
     r = client.post("/api/godmode-session", json={"sessionKey": "godmode-session:x", "sessionData": {"big": "x" * 70000}})
     assert r.status_code == 413
+
+
+def test_admin_stats_counts(client: TestClient) -> None:
+    q = human()
+    client.post("/api/comments", json=q)
+    client.post("/api/comments", json=ai_reply(q["id"], eqScore=4))
+    client.post("/api/comments", json=human(entity=None, user="Somebody"))
+    stats = ok(client.get("/api/admin/stats"))
+    assert stats["keys"] == {"conv": 2, "godmode": 0} and stats["messages"] == 3 and stats["bytes"] > 0
+    assert (stats["pending"], stats["processing"], stats["globalScore"]) == (1, 0, 4)
+    assert set(stats) == {"keys", "messages", "bytes", "pending", "processing", "globalScore"}
 
 
 def test_admin_purge_needs_bearer_token(client: TestClient) -> None:

@@ -64,3 +64,29 @@ async def test_client_gone_mid_body_is_not_a_logged_500(caplog: pytest.LogCaptur
         await app(scope, receive, send)  # type: ignore[arg-type]
     assert sent[0]["status"] == 400
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+@pytest.mark.parametrize("cursor", [
+    "c1.٣.٣",  # Unicode digits: int() takes them, the cursor grammar does not
+    "c1." + "9" * 5000,
+    "c1.0." + ".".join(["1"] * 5000),  # more offsets than any partition count
+    "c1.0.0\x00",
+    "c1.-1.-1",
+])
+def test_hostile_cursors_are_400_not_500(client: TestClient, cursor: str) -> None:
+    r = client.get("/api/comments", params={"cursor": cursor})
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == "cursor"
+
+
+@pytest.mark.parametrize("cursor", ["c1.-zzzzzzzzzz.0", "c1.0.zzzzzzzzzzz"])  # below -1, past 2**53
+def test_out_of_range_cursor_positions_are_clamped_like_after(client: TestClient, cursor: str) -> None:
+    r = client.get("/api/comments", params={"cursor": cursor})
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("token", [5, ["t"], {"t": 1}, "has space", "x" * 65, True])
+def test_claim_token_of_another_shape_is_400_not_500(client: TestClient, token: object) -> None:
+    r = client.post("/api/queue/complete", json={"messageId": "m1", "claimToken": token})
+    assert r.status_code == 400, r.text
+    assert r.json()["field"] == "claimToken"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from app import keys, models
+from app import feed, keys, models
 from app.config import ConfigError, Settings, load_settings
 from app.errors import BadRequest
 from tests.helpers import GODMODE, GODMODE_COLOR, HUMAN, HUMAN_COLOR, ai_reply, godmode_question, human
@@ -73,13 +73,45 @@ def test_session_id_on_another_entity_does_not_route_to_godmode() -> None:
     assert plan(ai_reply("q1", session_id="abc")).key.startswith("conv:")
 
 
-def test_stored_json_is_head_timestamp_domain_tail() -> None:
-    p = plan(ai_reply("q1", text='quote " and \\ and ünïcode'))
-    member = p.head + b"1766300000123" + b',"domain":"x.app"' + p.tail + b"1766300000123" + p.tail_after_completed
-    stored = models.decode(member)
+def stored_member(p: models.AppendPlan, ts: int, domain: str) -> bytes:
+    """The member append_message.lua stores: its head, the plan's middle, and _lib.lua's state tail."""
+    head = b'{"id":"%s","timestamp":%d,"domain":"%s",' % (p.id.encode(), ts, domain.encode())
+    if not p.status:
+        return head + p.middle + b'"eqScore":%d}' % p.eq_score
+    completed = b"%d" % ts if p.status == "complete" else b"null"
+    return head + p.middle + (b'"status":"%s","claimedBy":null,"claimedAt":null,"attempts":0,"completedAt":%s},'
+                              b'"eqScore":%d}' % (p.status.encode(), completed, p.eq_score))
+
+
+def test_stored_json_is_head_middle_state_tail() -> None:
+    p = plan(ai_reply("q1", text='quote " and \\ and ünïcode', eqScore=7))
+    assert p.status == "complete" and p.middle.endswith(b",") and not p.middle.startswith(b"{")
+    stored = models.decode(stored_member(p, 1766300000123, "x.app"))
     assert stored["timestamp"] == 1766300000123 and stored["botParams"]["completedAt"] == 1766300000123
-    assert stored["text"] == 'quote " and \\ and ünïcode' and stored["domain"] == "x.app"
-    assert list(stored)[:4] == ["id", "timestamp", "domain", "text"]
+    assert stored["text"] == 'quote " and \\ and ünïcode' and stored["domain"] == "x.app" and stored["eqScore"] == 7
+    assert list(stored)[:4] == ["id", "timestamp", "domain", "text"] and list(stored)[-1] == "eqScore"
+    assert list(stored["botParams"])[-5:] == ["status", "claimedBy", "claimedAt", "attempts", "completedAt"]
+
+
+def test_stored_json_of_a_queued_question_is_pending() -> None:
+    p = plan(human())
+    stored = models.decode(stored_member(p, 5, "saywhatwant.app"))
+    assert p.status == "pending" and stored["botParams"]["status"] == "pending"
+    assert stored["botParams"]["claimedBy"] is None and stored["botParams"]["attempts"] == 0
+    assert "context" not in stored  # kept with the queue entry, not in the key's bytes
+
+
+def test_stored_json_without_bot_params_has_no_state() -> None:
+    p = plan(human(entity=None))
+    stored = models.decode(stored_member(p, 5, "saywhatwant.app"))
+    assert p.status == "" and "botParams" not in stored and stored["eqScore"] == 0
+
+
+def test_plan_routes_a_human_to_its_partition() -> None:
+    p = plan(ai_reply("q1"))
+    assert p.partition == keys.partition_of(HUMAN, HUMAN_COLOR, S.partitions)
+    assert (p.human_user, p.human_color) == (HUMAN, HUMAN_COLOR)
+    assert plan(human()).partition == p.partition  # a question and its answer live together
 
 
 def test_message_type_alias_and_case() -> None:
@@ -151,23 +183,55 @@ def test_queue_rank_orders_priority_then_age() -> None:
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
-        ({}, (0, 200, "")),
-        ({"after": "1766300000123", "limit": "50", "type": "human"}, (1766300000123, 50, "h")),
-        ({"since": "5"}, (5, 200, "")),
-        ({"limit": "5000", "type": "AI"}, (0, 1000, "a")),
-        ({"after": "-9"}, (-1, 200, "")),
+        ({}, (0, 200, None)),
+        ({"after": "1766300000123", "limit": "50", "type": "human"}, (1766300000123, 50, b'"message-type":"human"')),
+        ({"since": "5"}, (5, 200, None)),
+        ({"after": "", "since": "5"}, (5, 200, None)),
+        ({"limit": "5000", "type": "AI"}, (0, 1000, b'"message-type":"AI"')),
+        ({"limit": "0", "type": "ai"}, (0, 1, b'"message-type":"AI"')),
+        ({"after": "-9"}, (-1, 200, None)),
+        ({"after": str(2**60)}, (models.MAX_TS, 200, None)),
     ],
 )
-def test_poll_query(query: dict[str, str], expected: tuple[int, int, str]) -> None:
-    q = models.poll_query(query)
-    assert (q.after, q.limit, q.type_flag) == expected
+def test_poll_query(query: dict[str, str], expected: tuple[int, int, bytes | None]) -> None:
+    q = models.poll_query(query, 12)
+    assert (q.positions, q.limit, q.type_mark, q.reset) == ((expected[0],) * 12, expected[1], expected[2], False)
 
 
-@pytest.mark.parametrize(("query", "field"), [({"after": "abc"}, "after"), ({"limit": "1e3"}, "limit"), ({"type": "bot"}, "type")])
+def test_poll_query_cursor_takes_precedence_over_after() -> None:
+    positions = tuple(range(100, 112))
+    q = models.poll_query({"cursor": feed.encode_cursor(positions), "after": "5", "limit": "3"}, 12)
+    assert (q.positions, q.limit, q.reset) == (positions, 3, False)
+
+
+def test_poll_query_cursor_of_another_partition_count_resets() -> None:
+    q = models.poll_query({"cursor": feed.encode_cursor((30, 10, 20))}, 12)
+    assert q.positions == (10,) * 12 and q.reset
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ({"after": "abc"}, "after"), ({"since": "1.5"}, "since"), ({"limit": "1e3"}, "limit"), ({"type": "bot"}, "type"),
+    ({"cursor": "nope"}, "cursor"), ({"cursor": "c1.0"}, "cursor"),
+])
 def test_poll_query_rejects(query: dict[str, str], field: str) -> None:
     with pytest.raises(BadRequest) as err:
-        models.poll_query(query)
+        models.poll_query(query, 12)
     assert err.value.extra["field"] == field
+
+
+def test_partition_keys_share_one_hash_tag_per_partition() -> None:
+    from redis.crc import key_slot
+
+    parts = keys.partitions(12)
+    assert len({p.tag for p in parts}) == 12
+    for p in parts:
+        own = p.own_keys()
+        assert len(set(own)) == 9 and {key_slot(k.encode()) for k in (*own, p.sessions("a", "b"))} == {
+            key_slot(p.feed.encode())}
+        # Partition i's tag falls in the i-th of 12 equal slices of the slot space (even over masters).
+        assert p.index * 16384 // 12 <= key_slot(p.feed.encode()) < (p.index + 1) * 16384 // 12
+    assert keys.partition_of(HUMAN, HUMAN_COLOR, 12) is parts[keys.partition_index(HUMAN, HUMAN_COLOR, 12)]
+    assert keys.partitions(1)[0].feed.startswith("feed:{p0.")
 
 
 def test_session_meta_validation() -> None:
@@ -191,3 +255,13 @@ def test_load_settings_reports_every_bad_variable_and_hides_secrets() -> None:
     assert "MAX_KEY_BYTES" in message and "CONV_WINDOW" in message and "REDIS_URL" in message
     s = load_settings({"REDIS_URL": "redis://:hunter2@db:6379/1", "ADMIN_TOKEN": "sekrit", "CONV_WINDOW": "50"})
     assert s.conv_window == 50 and "hunter2" not in repr(s) and "sekrit" not in repr(s)
+
+
+def test_load_settings_partitions_and_feed_window() -> None:
+    s = load_settings({"PARTITIONS": "5", "FEED_WINDOW": "100"})
+    assert (s.partitions, s.feed_window) == (5, 100)
+    assert (Settings().partitions, Settings().feed_window) == (12, 4000)
+    for env in ({"PARTITIONS": "0"}, {"PARTITIONS": str(keys.MAX_PARTITIONS + 1)}, {"FEED_WINDOW": "0"}):
+        with pytest.raises(ConfigError) as err:
+            load_settings(env)
+        assert next(iter(env)) in str(err.value)

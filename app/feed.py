@@ -1,0 +1,163 @@
+"""The global poll: one page merged from the partitions' feeds, and the cursor that resumes it.
+
+Pure (no I/O): Store sends what `PageBuilder.requests()` asks for and hands back the replies.
+
+A page holds the oldest messages after each partition's position, across partitions, oldest
+first. It never splits a run of equal timestamps, and holds nothing newer than `bound` (the
+Redis time of the read minus 1 ms): a message committed after the read is stamped at least that
+time, so a follower that resumes at the page's end misses nothing.
+
+Each round reads at most `want` rows per partition; a partition with more rows is complete only
+up to just before its last row's timestamp, and the page may only hold rows up to the lowest such
+limit. Most pages need one round; a partition far busier than the rest gets a second, larger read.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .keys import FEED_MARK
+
+MARK = FEED_MARK.encode()
+MAX_ROUNDS = 4
+CURSOR_VERSION = "c1"
+_BASE_RE = re.compile(r"-?[0-9a-z]{1,11}")
+_OFFSET_RE = re.compile(r"[0-9a-z]{1,11}")
+MAX_POSITION = 2**53  # timestamps are JSON numbers
+CURSOR_PATTERN = r"^(c1\.-?[0-9a-z]{1,11}(\.[0-9a-z]{1,11}){1,1024})?$"  # OpenAPI; "" = absent
+
+
+@dataclass(slots=True)
+class _Lane:
+    """One partition's part of a page being built."""
+
+    position: int
+    start: str  # ZRANGE BYSCORE lower bound of the next read
+    want: int
+    rows: list[tuple[int, bytes]] = field(default_factory=list)
+    safe: float = -math.inf  # every row of this lane with ts <= safe is in `rows`
+    reset: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    messages: list[bytes]
+    next_after: int
+    has_more: bool
+    reset: bool
+    positions: tuple[int, ...]
+
+
+class PageBuilder:
+    def __init__(self, positions: tuple[int, ...], limit: int) -> None:
+        self.limit = limit
+        want = max(8, math.ceil(1.5 * limit / len(positions)))
+        # Scores are timestamp + seq/1024 (lua/_lib.lua): "timestamp > p" is the inclusive min p + 1.
+        self.lanes = [_Lane(p, str(p + 1), want) for p in positions]
+        self.bound = math.inf
+        self.rounds = 0
+
+    def requests(self) -> list[tuple[int, str, int]]:
+        """(partition, ZRANGE BYSCORE min, LIMIT count) for each read the next round needs."""
+        if self.rounds == 0:
+            return [(i, lane.start, lane.want + 1) for i, lane in enumerate(self.lanes)]
+        limit_at = self._complete_to()
+        return [(i, lane.start, lane.want + 1) for i, lane in enumerate(self.lanes) if lane.safe == limit_at]
+
+    def set_bound(self, redis_now_ms: int) -> None:
+        self.bound = redis_now_ms - 1
+
+    def take(self, index: int, scored: list[tuple[bytes, Any]]) -> None:
+        """A ZRANGE ... WITHSCORES reply as (member, score) pairs, for one lane."""
+        lane = self.lanes[index]
+        pairs = [(math.floor(float(score)), member) for member, score in scored]
+        full = len(pairs) > lane.want
+        if full:
+            edge = pairs[-1][0]
+            pairs = [pair for pair in pairs if pair[0] < edge]
+            lane.safe = edge - 1
+            lane.start = str(edge)  # inclusive: the run at the edge is read again whole
+            lane.want *= 4
+        else:
+            lane.safe = math.inf
+        for ts, member in pairs:
+            if member == MARK:
+                lane.reset = True  # messages after this lane's position are gone from the feed
+            elif ts <= self.bound:
+                lane.rows.append((ts, member))
+
+    def finish_round(self) -> bool:
+        """True when the page can be cut; False when another round of reads would fill it more."""
+        self.rounds += 1
+        limit_at = self._complete_to()
+        if limit_at >= self.bound or self.rounds >= MAX_ROUNDS:
+            return True
+        return sum(1 for lane in self.lanes for ts, _ in lane.rows if ts <= limit_at) > self.limit
+
+    def _complete_to(self) -> float:
+        return min(self.bound, *(lane.safe for lane in self.lanes))
+
+    def page(self, type_mark: bytes | None = None) -> Page:
+        limit_at = self._complete_to()
+        rows = sorted(
+            (row for lane in self.lanes for row in lane.rows if row[0] <= limit_at), key=lambda row: row[0]
+        )
+        start = min(lane.position for lane in self.lanes)
+        if len(rows) > self.limit:
+            cut = rows[self.limit - 1][0]
+            if rows[self.limit][0] == cut:  # never split a run of equal timestamps
+                shorter = [row for row in rows if row[0] < cut]
+                rows = shorter or [row for row in rows if row[0] <= cut]  # a run longer than a page
+            else:
+                rows = rows[: self.limit]
+            end, has_more = rows[-1][0], True
+        elif limit_at < self.bound:  # a busy partition was not read to the end
+            end, has_more = int(limit_at), True
+        else:
+            end, has_more = (rows[-1][0] if rows else start), False
+        end = max(end, start)
+        messages = [m for _, m in rows]
+        if type_mark is not None:  # quotes inside JSON strings are escaped: the mark only matches the field
+            messages = [m for m in messages if type_mark in m]
+        return Page(
+            messages,
+            end,
+            has_more,
+            any(lane.reset for lane in self.lanes),
+            tuple(max(lane.position, end) for lane in self.lanes),
+        )
+
+
+def encode_cursor(positions: tuple[int, ...]) -> str:
+    """Opaque to clients: version, then the lowest position and each partition's offset, base 36."""
+    base = min(positions)
+    return ".".join([CURSOR_VERSION, _b36(base), *(_b36(p - base) for p in positions)])
+
+
+def decode_cursor(cursor: str, partitions: int) -> tuple[tuple[int, ...], bool]:
+    """(positions, reset). A cursor of another partition count resumes from its lowest position
+    with reset (it may repeat, never miss). Raises ValueError when it is not a cursor of ours."""
+    parts = cursor.split(".")
+    if (len(parts) < 3 or len(parts) > 2 + 1024 or parts[0] != CURSOR_VERSION or not _BASE_RE.fullmatch(parts[1])
+            or not all(_OFFSET_RE.fullmatch(p) for p in parts[2:])):
+        raise ValueError("not a cursor")
+    base = int(parts[1], 36)
+    positions = tuple(max(-1, min(base + int(p, 36), MAX_POSITION)) for p in parts[2:])  # clamped, as `after` is
+    if len(positions) != partitions:
+        return (min(positions),) * partitions, True
+    return positions, False
+
+
+def _b36(value: int) -> str:
+    if value < 0:
+        return "-" + _b36(-value)
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        value, rem = divmod(value, 36)
+        out = digits[rem] + out
+        if value == 0:
+            return out

@@ -1,0 +1,156 @@
+-- _lib: shared by every script (Store prepends it). The owner, on the Lua side, of three byte
+-- formats that app/records.py owns on the Python side:
+--   location record  ids hash value   "<ts> <domain> <message key>"
+--   size record      sizes hash value "<bytes> <in-flight bytes> <count>"
+--   message state    the stored message's mutable tail (the rest of the JSON never changes):
+--     with botParams:   ..."status":"pending","claimedBy":null,"claimedAt":null,"attempts":0,"completedAt":null},"eqScore":0}
+--     without:          ..."eqScore":0}
+-- A message's zset score is its timestamp plus seq/1024, seq counting the partition's messages
+-- within one millisecond: a key reads in commit order while JSON timestamps stay whole ms.
+-- BYSCORE bounds are therefore whole numbers: "timestamp > T" is the inclusive min T + 1.
+
+local MARK = '~'  -- feed member whose score is the newest timestamp the feed no longer holds
+
+local function time_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function num(value)  -- a stored counter; garbage reads as 0 and is overwritten
+  return tonumber(value or '0') or 0
+end
+
+local function int_s(value)
+  return string.format('%.0f', value)
+end
+
+local SEQ_PER_MS = 1024  -- 2^10: ts < 2^43 keeps ts + seq/1024 exact in a double
+
+local function score_s(ts, seq)
+  if seq == 0 then return int_s(ts) end
+  return string.format('%.10f', ts + seq / SEQ_PER_MS)
+end
+
+local function loc_pack(ts, domain, key)
+  return ts .. ' ' .. domain .. ' ' .. key
+end
+
+local function loc_parse(loc)  -- ts (string), domain, key
+  return string.match(loc, '^(%d+) (%S+) (.+)$')
+end
+
+local function size_read(sizes, key)  -- nil when the key is not indexed
+  local rec = redis.call('HGET', sizes, key)
+  if not rec then return nil end
+  local total, inflight, count = string.match(rec, '^(%d+) (%d+) (%d+)$')
+  if not total then return nil end
+  return tonumber(total), tonumber(inflight), tonumber(count)
+end
+
+local function size_write(sizes, key, total, inflight, count)
+  redis.call('HSET', sizes, key, int_s(total) .. ' ' .. int_s(inflight) .. ' ' .. int_s(count))
+end
+
+local function message_id(member)
+  return string.match(member, '^{"id":"([^"]+)"')
+end
+
+-- The member of `key` with this id and timestamp (timestamps repeat within a partition) and its
+-- score, or nil. pcall: a key of another type or a deleted key is "no such message", not an error.
+local function find_member(key, ts, id)
+  local rows = redis.pcall('ZRANGE', key, ts, '(' .. int_s(tonumber(ts) + 1), 'BYSCORE', 'WITHSCORES')
+  if type(rows) ~= 'table' or rows.err then return nil end
+  local prefix = '{"id":"' .. id .. '",'
+  for i = 1, #rows, 2 do
+    if string.sub(rows[i], 1, #prefix) == prefix then return rows[i], rows[i + 1] end
+  end
+  return nil
+end
+
+local function state_tail(s)
+  if s.status == '' then return '"eqScore":' .. s.eq .. '}' end
+  return '"status":"' .. s.status .. '","claimedBy":' .. s.claimed_by .. ',"claimedAt":' .. s.claimed_at ..
+    ',"attempts":' .. s.attempts .. ',"completedAt":' .. s.completed_at .. '},"eqScore":' .. s.eq .. '}'
+end
+
+local STATE = '"status":"(%a+)","claimedBy":(.-),"claimedAt":(%w+),"attempts":(%d+),"completedAt":(%w+)},"eqScore":(%d+)}$'
+
+-- The mutable state of a stored message and the bytes before it, or nil for a foreign shape.
+-- Only the fixed-size tail is searched; quotes inside JSON strings are escaped, so '"status":"'
+-- cannot occur inside user text.
+local function state_read(member)
+  local from = math.max(1, #member - 1024)
+  local at, _, status, by, claimed_at, attempts, done, eq = string.find(member, STATE, from)
+  if at then
+    return {prefix = string.sub(member, 1, at - 1), status = status, claimed_by = by, claimed_at = claimed_at,
+            attempts = attempts, completed_at = done, eq = eq}
+  end
+  at, _, eq = string.find(member, '"eqScore":(%d+)}$', from)
+  if at then return {prefix = string.sub(member, 1, at - 1), status = '', eq = eq} end
+  return nil
+end
+
+local function priority_of(member)
+  return tonumber(string.match(member, '"botParams":{"priority":(%d+),') or '5')
+end
+
+-- Swap a stored message for its new version: same score, same place in the key and the feed.
+local function replace_member(key, feed, score, old, new)
+  redis.call('ZREM', key, old)
+  redis.call('ZADD', key, score, new)
+  if redis.call('ZREM', feed, old) == 1 then redis.call('ZADD', feed, score, new) end
+end
+
+-- Add a copy to the feed; past the window (+ slack, so this runs every ~32nd add) drop the oldest
+-- copies and move the mark up to the newest dropped timestamp. `count` = ZCARD before the add.
+local function feed_add(feed, ts, member, count, window)
+  redis.call('ZADD', feed, ts, member)
+  count = count + 1
+  if count > window + 32 then
+    local cut = redis.call('ZRANGE', feed, count - window - 1, count - window - 1, 'WITHSCORES')
+    redis.call('ZREMRANGEBYSCORE', feed, '-inf', cut[2])
+    redis.call('ZADD', feed, cut[2], MARK)
+  end
+end
+
+local META_FIELDS = {'clock', 'seq', 'convKeys', 'godmodeKeys', 'messages', 'bytes', 'globalScore'}
+
+local function meta_read(meta)
+  local values = redis.call('HMGET', meta, unpack(META_FIELDS))
+  local m = {}
+  for i, field in ipairs(META_FIELDS) do m[field] = num(values[i]) end
+  return m
+end
+
+local function meta_write(meta, m)
+  local args = {}
+  for _, field in ipairs(META_FIELDS) do
+    args[#args + 1] = field
+    args[#args + 1] = int_s(m[field])
+  end
+  redis.call('HSET', meta, unpack(args))
+end
+
+local function in_queue(pending, processing, id)
+  return redis.call('ZSCORE', pending, id) or redis.call('ZSCORE', processing, id)
+end
+
+-- Bytes and in-flight bytes of a key, counted from the key itself and the queue.
+local function derive_sizes(key, pending, processing)
+  local total, inflight = 0, 0
+  for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    total = total + #m
+    if in_queue(pending, processing, message_id(m)) then inflight = inflight + #m end
+  end
+  return total, inflight
+end
+
+-- Lets a script check a key's type before its first write (WRONGTYPE then leaves nothing behind).
+local function ensure_type(key, wanted)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= wanted then
+    return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. wanted)
+  end
+  return nil
+end
+

@@ -1,0 +1,355 @@
+"""One typed contract per Lua script: its KEYS and ARGV by name, and its reply decoded.
+
+Each contract is a frozen dataclass whose KEYS and ARGV tuples list field names in the order the
+script unpacks them (`local key, feed, ... = unpack(KEYS)` on its first lines; a test checks the
+two agree). Building a call is pure; Store runs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+from . import keys
+from .keys import Partition
+
+T = TypeVar("T")
+
+
+def text(value: bytes | str | memoryview) -> str:
+    return value if isinstance(value, str) else bytes(value).decode()
+
+
+def parse_location(record: bytes | str) -> tuple[int, str, str]:
+    """(ts, domain, message key) of an ids-hash record "<ts> <domain> <key>" (packed by _lib.lua)."""
+    ts, domain, key = text(record).split(" ", 2)
+    return int(ts), domain, key
+
+
+class Call(Generic[T]):
+    """A script call: `script` names lua/<script>.lua; KEYS and ARGV name the fields to send."""
+
+    script: ClassVar[str]
+    KEYS: ClassVar[tuple[str, ...]]
+    ARGV: ClassVar[tuple[str, ...]]
+
+    def keys(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.KEYS)
+
+    def args(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.ARGV)
+
+    def decode(self, reply: Any) -> T:
+        raise NotImplementedError
+
+
+# -- append_message -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    status: str  # ok | duplicate | too_large | backlog
+    timestamp: int = 0
+    key: str = ""
+    domain: str = ""
+    size: int = 0
+    limit: int = 0
+    current: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AppendMessage(Call[AppendResult]):
+    script: ClassVar[str] = "append_message"
+    KEYS: ClassVar[tuple[str, ...]] = (
+        "key", "feed", "ids", "lapses", "meta", "sizes", "pending", "processing", "contexts", "sessions")
+    ARGV: ClassVar[tuple[str, ...]] = (
+        "id", "middle", "status", "eq_score", "domain", "default_domain", "reply_to", "kind", "conv_window",
+        "max_bytes", "feed_window", "ttl_ms", "rank_base", "context", "session_member")
+
+    key: str
+    feed: str
+    ids: str
+    lapses: str
+    meta: str
+    sizes: str
+    pending: str
+    processing: str
+    contexts: str
+    sessions: str
+    id: str
+    middle: bytes
+    status: str
+    eq_score: int
+    domain: str
+    default_domain: str
+    reply_to: str
+    kind: str
+    conv_window: int
+    max_bytes: int
+    feed_window: int
+    ttl_ms: int
+    rank_base: int | str  # '' = not queued
+    context: bytes
+    session_member: str
+
+    def decode(self, reply: Any) -> AppendResult:
+        status = text(reply[0])
+        if status == "ok":
+            return AppendResult("ok", int(reply[1]), self.key, text(reply[2]))
+        if status == "duplicate":
+            ts, _, key = parse_location(reply[1])
+            return AppendResult("duplicate", ts, key)
+        return AppendResult(status, size=int(reply[1]), limit=int(reply[2]), current=int(reply[3]), key=self.key)
+
+
+# -- queue --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    status: str  # ok | empty | busy | not_found | not_queued | not_pending | requeued
+    message: bytes | None = None
+    context: bytes | None = None
+    pending: int = 0
+    processing: int = 0
+    current_status: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _QueueKeys:
+    pending: str
+    processing: str
+    claims: str
+    contexts: str
+    ids: str
+    feed: str
+    sizes: str
+    meta: str
+
+
+_QUEUE_KEYS = ("pending", "processing", "claims", "contexts", "ids", "feed", "sizes", "meta")
+
+
+def _queue_keys(p: Partition) -> dict[str, str]:
+    return {"pending": p.pending, "processing": p.processing, "claims": p.claims, "contexts": p.contexts,
+            "ids": p.ids, "feed": p.feed, "sizes": p.sizes, "meta": p.meta}
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimMessage(_QueueKeys, Call[ClaimResult]):
+    script: ClassVar[str] = "claim_message"
+    KEYS: ClassVar[tuple[str, ...]] = _QUEUE_KEYS
+    ARGV: ClassVar[tuple[str, ...]] = ("mode", "target", "worker", "token", "timeout_ms", "requeue_max", "stride")
+
+    mode: str  # next | id | requeue
+    target: str
+    worker: bytes  # JSON string
+    token: str
+    timeout_ms: int
+    requeue_max: int
+    stride: int
+
+    @classmethod
+    def build(cls, p: Partition, mode: str, *, target: str = "", worker: bytes = b'""', token: str = "",
+              timeout_ms: int, requeue_max: int = 100) -> ClaimMessage:
+        return cls(**_queue_keys(p), mode=mode, target=target, worker=worker, token=token, timeout_ms=timeout_ms,
+                   requeue_max=requeue_max, stride=keys.PRIORITY_STRIDE)
+
+    def decode(self, reply: Any) -> ClaimResult:
+        status = text(reply[0])
+        if status == "ok":
+            return ClaimResult("ok", reply[1], reply[2] or None, int(reply[3]), int(reply[4]))
+        if status in ("empty", "busy", "requeued"):
+            return ClaimResult(status, pending=int(reply[1]), processing=int(reply[2]))
+        if status == "not_pending":
+            return ClaimResult(status, current_status=text(reply[1]))
+        return ClaimResult(status)
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteResult:
+    status: str  # ok | not_found | not_queued | done_already | stale
+    current_status: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteMessage(_QueueKeys, Call[CompleteResult]):
+    script: ClassVar[str] = "complete_message"
+    KEYS: ClassVar[tuple[str, ...]] = _QUEUE_KEYS
+    ARGV: ClassVar[tuple[str, ...]] = ("id", "token")
+
+    id: str
+    token: str
+
+    @classmethod
+    def build(cls, p: Partition, message_id: str, token: str) -> CompleteMessage:
+        return cls(**_queue_keys(p), id=message_id, token=token)
+
+    def decode(self, reply: Any) -> CompleteResult:
+        return CompleteResult(text(reply[0]), text(reply[1]) if len(reply) > 1 else "")
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreMessage(Call["bytes | None"]):
+    script: ClassVar[str] = "score_message"
+    KEYS: ClassVar[tuple[str, ...]] = ("ids", "feed", "sizes", "meta", "pending", "processing")
+    ARGV: ClassVar[tuple[str, ...]] = ("id", "score")
+
+    ids: str
+    feed: str
+    sizes: str
+    meta: str
+    pending: str
+    processing: str
+    id: str
+    score: int
+
+    @classmethod
+    def build(cls, p: Partition, message_id: str, score: int) -> ScoreMessage:
+        return cls(p.ids, p.feed, p.sizes, p.meta, p.pending, p.processing, message_id, score)
+
+    def decode(self, reply: Any) -> bytes | None:
+        return reply[1] if text(reply[0]) == "ok" else None
+
+
+# -- reads --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    key: str
+    raw: bytes | None  # None: the id is known but its message was trimmed or deleted
+    context: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadMessage(Call["StoredMessage | None"]):
+    script: ClassVar[str] = "read_message"
+    KEYS: ClassVar[tuple[str, ...]] = ("ids", "contexts")
+    ARGV: ClassVar[tuple[str, ...]] = ("id",)
+
+    ids: str
+    contexts: str
+    id: str
+
+    def decode(self, reply: Any) -> StoredMessage | None:
+        if not reply:
+            return None
+        return StoredMessage(text(reply[0]), reply[1] or None, reply[2] or None)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPair(Call["list[bytes]"]):
+    script: ClassVar[str] = "read_pair"
+    KEYS: ClassVar[tuple[str, ...]] = ("conv", "sessions")
+    ARGV: ClassVar[tuple[str, ...]] = ("lex_start", "lex_end", "key_prefix", "min_score", "limit", "with_sessions")
+
+    conv: str
+    sessions: str
+    lex_start: str
+    lex_end: str
+    key_prefix: str
+    min_score: int  # after + 1: scores are timestamp + a fraction
+    limit: int
+    with_sessions: str  # '1' | '0'
+
+    def decode(self, reply: Any) -> list[bytes]:
+        return list(reply)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    """One God Mode session as read_sessions.lua returns it."""
+
+    member: str  # "{aiUsername}:{aiColor}:{sessionId}"
+    count: int
+    byte_count: int
+    first: bytes
+    last: bytes
+    replied: bytes | None  # the message the first one replies to: the human's question
+    meta: bytes | None
+    messages: list[bytes] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadSessions(Call["list[SessionRow]"]):
+    script: ClassVar[str] = "read_sessions"
+    KEYS: ClassVar[tuple[str, ...]] = ("sessions", "ids", "sizes")
+    ARGV: ClassVar[tuple[str, ...]] = ("lex_start", "lex_end", "key_prefix", "meta_prefix", "only_session",
+                                       "with_messages")
+
+    sessions: str
+    ids: str
+    sizes: str
+    lex_start: str
+    lex_end: str
+    key_prefix: str
+    meta_prefix: str
+    only_session: str
+    with_messages: str  # '1' | '0'
+
+    def decode(self, reply: Any) -> list[SessionRow]:
+        return [
+            SessionRow(text(reply[i]), int(reply[i + 1]), int(reply[i + 2]), reply[i + 3], reply[i + 4],
+                       reply[i + 5] or None, reply[i + 6] or None, reply[i + 7] or None)
+            for i in range(0, len(reply), 8)
+        ]
+
+
+# -- operations ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IndexKey(Call["tuple[int, int]"]):
+    script: ClassVar[str] = "index_key"
+    KEYS: ClassVar[tuple[str, ...]] = ("key", "feed", "ids", "meta", "sizes", "pending", "processing", "sessions")
+    ARGV: ClassVar[tuple[str, ...]] = ("kind", "session_member", "feed_window", "stride")
+
+    key: str
+    feed: str
+    ids: str
+    meta: str
+    sizes: str
+    pending: str
+    processing: str
+    sessions: str
+    kind: str
+    session_member: str
+    feed_window: int
+    stride: int
+
+    def decode(self, reply: Any) -> tuple[int, int]:
+        return int(reply[0]), int(reply[1])
+
+
+@dataclass(frozen=True, slots=True)
+class PurgePartition(Call[int]):
+    script: ClassVar[str] = "purge_partition"
+    KEYS: ClassVar[tuple[str, ...]] = ("sizes", "feed", "ids", "lapses", "meta", "pending", "processing", "claims",
+                                       "contexts")
+    ARGV: ClassVar[tuple[str, ...]] = ("sessions_prefix",)
+
+    sizes: str
+    feed: str
+    ids: str
+    lapses: str
+    meta: str
+    pending: str
+    processing: str
+    claims: str
+    contexts: str
+    sessions_prefix: str
+
+    @classmethod
+    def build(cls, p: Partition) -> PurgePartition:
+        return cls(p.sizes, p.feed, p.ids, p.lapses, p.meta, p.pending, p.processing, p.claims, p.contexts,
+                   p.sessions_prefix)
+
+    def decode(self, reply: Any) -> int:
+        return int(reply)
+
+
+SCRIPTS: tuple[type[Call[Any]], ...] = (
+    AppendMessage, ClaimMessage, CompleteMessage, ScoreMessage, ReadMessage, ReadPair, ReadSessions, IndexKey,
+    PurgePartition,
+)
