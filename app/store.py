@@ -4,9 +4,9 @@ their KEYS, ARGV and replies are typed in scripts.py. Every command goes through
 from __future__ import annotations
 
 import asyncio
-import math
 import hashlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -91,6 +91,7 @@ class Store:
             socket_timeout=settings.redis_timeout_s,
             socket_connect_timeout=settings.redis_timeout_s,
             health_check_interval=30,
+            protocol=3,  # maps and doubles arrive typed: scores need no parsing on the poll path
             # Only reconnects are retried: every write carries an id, so a replay is idempotent.
             # Retrying timeouts too made a stalled Redis hold a request for 4 x REDIS_TIMEOUT_S.
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3, supported_errors=(RedisConnectionError,)),
@@ -259,7 +260,7 @@ class Store:
         heads = []
         for i, p in enumerate(self.partitions):
             best, oldest, pending, processing = replies[4 * i : 4 * i + 4]
-            best_pairs, oldest_pairs = pairs(best), pairs(oldest)
+            best_pairs, oldest_pairs = scored(best), scored(oldest)
             heads.append(QueueHead(p, float(best_pairs[0][1]) if best_pairs else None,
                                    float(oldest_pairs[0][1]) if oldest_pairs else None, int(pending), int(processing)))
         return heads
@@ -283,7 +284,7 @@ class Store:
         ranked = [
             (float(score), p.index, text(member))
             for p, reply in zip(self.partitions, replies, strict=True)
-            for member, score in pairs(reply)
+            for member, score in scored(reply)
         ]
         ranked.sort()
         return [(self.partitions[index], message_id) for _, index, message_id in ranked[:limit]]
@@ -307,14 +308,14 @@ class Store:
         seconds, micros = replies[0]
         builder.set_bound(int(seconds) * 1000 + int(micros) // 1000)
         for (i, _, _), reply in zip(requests, replies[1 : 1 + len(requests)], strict=True):
-            builder.take(i, pairs(reply))
+            builder.take(i, scored(reply))
         if stale:
             self._score_cache = (time.monotonic(), sum(int(r or 0) for r in replies[1 + len(requests) :]))
         while not builder.finish_round():
             requests = builder.requests()
             replies = await self._wire([self._feed_read(i, start, count) for i, start, count in requests])
             for (i, _, _), reply in zip(requests, replies, strict=True):
-                builder.take(i, pairs(reply))
+                builder.take(i, scored(reply))
         return FeedPage(builder.page(type_mark), self._score_cache[1])
 
     def _feed_read(self, index: int, start: str, count: int) -> tuple[Any, ...]:
@@ -475,13 +476,19 @@ class Store:
                 totals["bytes"] += size
 
 
-def pairs(reply: Any) -> list[tuple[Any, Any]]:
-    """A WITHSCORES / HGETALL reply as pairs, flat (RESP2) or nested (fakeredis)."""
+def pairs(reply: Any) -> list[Any]:
+    """An HGETALL / CONFIG GET reply as (field, value) pairs: a RESP3 map or a RESP2 flat list."""
     if isinstance(reply, dict):
         return list(reply.items())
-    if reply and isinstance(reply[0], (list, tuple)):
-        return [(a, b) for a, b in reply]
     return list(zip(reply[::2], reply[1::2], strict=True))
+
+
+def scored(reply: Any) -> list[Any]:
+    """A WITHSCORES reply as [member, float score] pairs: RESP3's nested pairs as they are (no copy
+    on the poll path), RESP2's flat list zipped."""
+    if not reply or isinstance(reply[0], (list, tuple)):
+        return reply  # type: ignore[no-any-return]
+    return [(member, float(score)) for member, score in zip(reply[::2], reply[1::2], strict=True)]
 
 
 def _with_partitions(settings: Settings, count: int) -> Settings:

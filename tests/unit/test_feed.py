@@ -104,13 +104,21 @@ def test_page_builder_returns_a_run_longer_than_a_page_whole() -> None:
 
 
 def test_page_builder_reads_a_busy_partition_again_in_a_second_round() -> None:
+    # Each lane's first read is its share of the page (+ a margin); the busy lane's share left the
+    # page under half full, so the busy lane (only it) is read again, larger.
+    busy, quiet = feed_of(*range(1, 61)), feed_of(100)
+    page, builder, rounds = read([busy, quiet, feed_of(), feed_of()], (0, 0, 0, 0), 20, now_ms=1000)
+    want = builder.lanes[1].want
+    assert rounds[0] == [(i, "1", want + 1) for i in range(4)]
+    assert [i for i, _, _ in rounds[1]] == [0] and rounds[1][0][2] == 4 * want + 1
+    assert stamps(page) == list(range(1, 21)) and page.has_more and page.next_after == 20
+
+
+def test_page_builder_returns_a_short_page_rather_than_read_again_when_half_full() -> None:
     busy, quiet = feed_of(*range(1, 31)), feed_of(100)
     page, builder, rounds = read([busy, quiet], (0, 0), 10, now_ms=1000)
-    want = builder.lanes[1].want
-    assert rounds[0] == [(0, "1", want + 1), (1, "1", want + 1)]
-    # The busy lane was complete only to just before its last row: only it is read again, larger.
-    assert [i for i, _, _ in rounds[1]] == [0] and rounds[1][0][2] == 4 * want + 1
-    assert stamps(page) == list(range(1, 11)) and page.has_more and page.next_after == 10
+    assert len(rounds) == 1 and page.has_more
+    assert stamps(page) == list(range(1, builder.lanes[1].want + 1)) and page.next_after == builder.lanes[1].want
 
 
 def test_page_builder_busy_partition_limits_what_other_partitions_give() -> None:
