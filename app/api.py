@@ -219,6 +219,8 @@ async def readyz(request: Request) -> Response:
     store = _store(request)
     try:
         await store.ping()
+        if not store.eviction_checked:  # a worker that started while Redis was down checks now
+            await store.check_eviction()
     except AppError:
         return json_response({"status": "unavailable", "redis": False, "error": "Redis is unreachable"}, 503)
     if store.eviction_warning:

@@ -47,6 +47,7 @@ class _Lane:
     rows: list[tuple[int, bytes]] = field(default_factory=list)
     safe: float = -math.inf  # every row of this lane with ts <= safe is in `rows`
     reset: bool = False
+    mark: int = -1  # the feed no longer holds this lane's messages up to this timestamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +96,7 @@ class PageBuilder:
             if ts > cap:
                 break
             if member == MARK:
-                lane.reset = True  # messages after this lane's position are gone from the feed
+                lane.reset, lane.mark = True, ts  # messages after this lane's position are gone from the feed
             else:
                 rows.append((ts, member))
 
@@ -133,13 +134,18 @@ class PageBuilder:
         messages = [m for _, m in rows]
         if type_mark is not None:  # quotes inside JSON strings are escaped: the mark only matches the field
             messages = [m for m in messages if type_mark in m]
-        return Page(
-            messages,
-            end,
-            has_more,
-            any(lane.reset for lane in self.lanes),
-            tuple(max(lane.position, end) for lane in self.lanes),
-        )
+        return Page(messages, end, has_more, any(lane.reset for lane in self.lanes), self._positions(end))
+
+    def _positions(self, end: int) -> tuple[int, ...]:
+        """Each lane's position after the page: its newest message delivered (or the mark it was
+        reset to), not the page's end. A partition whose feed is deleted while it is quiet then
+        comes back with a mark above the position, and its follower learns of the gap."""
+        out = []
+        for lane in self.lanes:
+            delivered = bisect_right(lane.rows, end, key=_TS)
+            newest = lane.rows[delivered - 1][0] if delivered else -1
+            out.append(max(lane.position, newest, min(lane.mark, end)))
+        return tuple(out)
 
 
 def encode_cursor(positions: tuple[int, ...]) -> str:

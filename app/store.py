@@ -82,6 +82,7 @@ class Store:
         self.partitions = keys.partitions(settings.partitions)
         self._score_cache: tuple[float, int] = (-1.0, 0)
         self.eviction_warning: str | None = None
+        self.eviction_checked = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
@@ -161,8 +162,10 @@ class Store:
             return ("EVALSHA", _SCRIPTS[call.script].sha, len(script_keys), *script_keys, *call.args())
 
         replies = await self._wire([command(c) for c in calls], errors_as_values=True)
-        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-        if missing:
+        for _ in range(3):  # scripts can be flushed again between the load and the rerun
+            missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+            if not missing:
+                break
             names = {calls[i].script for i in missing}
             await self._wire([("SCRIPT", "LOAD", _SCRIPTS[name].source) for name in names])
             again = await self._wire([command(calls[i]) for i in missing], errors_as_values=True)
@@ -202,6 +205,7 @@ class Store:
             [reply] = await self._wire([("CONFIG", "GET", "maxmemory-policy")])
         except (StoreUnavailable, Conflict):  # CONFIG is disabled on some managed Redis
             return None
+        self.eviction_checked = True
         found = dict(pairs(reply))
         policy = text(found.get(b"maxmemory-policy", b""))
         if policy in EVICTING_POLICIES:

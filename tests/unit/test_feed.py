@@ -75,7 +75,8 @@ def test_page_builder_merges_partitions_oldest_first() -> None:
     feeds = [feed_of(10, 30, 50, tag="a"), feed_of(20, 40, tag="b")]
     page, _, rounds = read(feeds, (0, 0), 10, now_ms=1000)
     assert stamps(page) == [10, 20, 30, 40, 50]
-    assert (page.next_after, page.has_more, page.reset, page.positions) == (50, False, False, (50, 50))
+    # A cursor keeps each partition's newest delivered timestamp; nextAfter is the page's end.
+    assert (page.next_after, page.has_more, page.reset, page.positions) == (50, False, False, (50, 40))
     assert len(rounds) == 1  # one round trip when no partition is busy
 
 

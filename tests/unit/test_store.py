@@ -538,6 +538,23 @@ async def test_append_message_heals_a_deleted_feed(store: Store) -> None:
     await check_indexes(store)
 
 
+async def test_read_feed_cursor_learns_of_a_feed_deleted_while_its_partition_was_quiet(store: Store) -> None:
+    await post_ok(store, chat("seen"))
+    cursor = (await poll(store)).page.positions
+    p = home(store)
+    missed = [(await post_ok(store, chat(f"missed {i}"))).timestamp for i in range(3)]
+    await post_ok(store, chat("elsewhere", username=OTHER))  # other partitions move on meanwhile
+    await store.redis.delete(p.feed)  # lost behind the service while the partition is quiet
+    quiet = (await poll(store, cursor)).page
+    assert not quiet.reset and [decode(m)["text"] for m in quiet.messages] == ["elsewhere"]
+    # The partition's own position did not move past what it delivered, so its next append's mark
+    # (the newest timestamp the lost feed may have held) tells the follower about the gap.
+    assert quiet.positions[p.index] < missed[-1]
+    await post_ok(store, chat("after the loss"))
+    page = (await poll(store, quiet.positions)).page
+    assert page.reset and [decode(m)["text"] for m in page.messages] == ["after the loss"]
+
+
 @pytest.mark.parametrize("lost", [*COMPANIONS, "message key"])
 async def test_append_message_heals_any_key_deleted_behind_it(store: Store, lost: str) -> None:
     question = godmode_question()
