@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 export PORT=${PORT:-8080}
+REDIS_DIR=${REDIS_DIR:-$PWD/.redis}  # the local redis-server's data (AOF) and log
 
 "$PY" -m app.serve --check  # every bad setting listed at once, before anything starts
 
@@ -32,7 +33,7 @@ stop_all() {
   if [[ -n $redis_pid ]]; then
     kill -TERM "$redis_pid" 2>/dev/null || true  # redis-server writes its AOF and exits
     for _ in $(seq 100); do kill -0 "$redis_pid" 2>/dev/null || break; sleep 0.1; done
-    echo "Stopped the local redis-server (pid $redis_pid); its data stays in .redis/" >&2
+    echo "Stopped the local redis-server (pid $redis_pid); its data stays in $REDIS_DIR" >&2
   fi
 }
 trap stop_all EXIT
@@ -58,15 +59,15 @@ if ! redis_answers; then
     echo "Port $port is taken by something that does not answer as Redis at $REDIS_URL; free it or change REDIS_URL." >&2
     exit 1
   fi
-  mkdir -p .redis
-  echo "Starting a local redis-server on 127.0.0.1:$port (data in .redis/, appendonly yes); it stops when make run ends" >&2
-  redis-server --port "$port" --bind 127.0.0.1 --dir "$PWD/.redis" --appendonly yes \
-    --daemonize yes --logfile "$PWD/.redis/redis.log" --pidfile "$PWD/.redis/redis-$port.pid"
-  for _ in $(seq 100); do [[ -s .redis/redis-$port.pid ]] && break; sleep 0.05; done
-  redis_pid=$(cat ".redis/redis-$port.pid" 2>/dev/null || true)
+  mkdir -p "$REDIS_DIR"
+  echo "Starting a local redis-server on 127.0.0.1:$port (data in $REDIS_DIR, appendonly yes); it stops when make run ends" >&2
+  redis-server --port "$port" --bind 127.0.0.1 --dir "$REDIS_DIR" --appendonly yes \
+    --daemonize yes --logfile "$REDIS_DIR/redis.log" --pidfile "$REDIS_DIR/redis.pid"
+  for _ in $(seq 100); do [[ -s $REDIS_DIR/redis.pid ]] && break; sleep 0.05; done
+  redis_pid=$(cat "$REDIS_DIR/redis.pid" 2>/dev/null || true)
   for _ in $(seq 100); do redis_answers && break; sleep 0.1; done
   if ! redis_answers; then
-    echo "The local redis-server did not answer within 10 s; see .redis/redis.log" >&2
+    echo "The local redis-server did not answer within 10 s; see $REDIS_DIR/redis.log" >&2
     exit 1
   fi
 fi
