@@ -17,7 +17,7 @@ import httpx
 import pytest
 import redis
 
-from tests.helpers import GODMODE, GODMODE_COLOR, godmode_question, godmode_session_posts, human, ok
+from tests.helpers import godmode_question, godmode_session_posts, human, ok
 from tests.redis_server import RedisServer, free_port
 from tests.service import ROOT, Service
 
@@ -119,7 +119,7 @@ def test_one_json_line_per_request_with_the_request_id(redis_server: RedisServer
 
 
 def serve(env: dict[str, str], *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([sys.executable, *args], check=False, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "HOST": "127.0.0.1", **env})
 
 
