@@ -18,6 +18,7 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 ACCESS_LOGGER = "access"
+_HANDLER = "godmode_store.stderr"  # the app logger's own handler, outside gunicorn
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR,
            "critical": logging.CRITICAL}
 
@@ -87,10 +88,15 @@ def configure(level: str) -> None:
     app_logger = logging.getLogger("godmode_store")
     under_gunicorn = any(isinstance(h.formatter, structlog.stdlib.ProcessorFormatter)
                          for h in logging.getLogger().handlers)
-    if not under_gunicorn and not app_logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(formatter())
-        app_logger.addHandler(handler)
+    if not under_gunicorn:
+        handler = next((h for h in app_logger.handlers if h.get_name() == _HANDLER), None)
+        if handler is None:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.set_name(_HANDLER)
+            handler.setFormatter(formatter())
+            app_logger.addHandler(handler)
+        assert isinstance(handler, logging.StreamHandler)
+        handler.stream = sys.stderr  # the current one (tests swap it; setStream would flush a closed one)
     app_logger.setLevel(level_number(level))
 
 
