@@ -54,16 +54,25 @@ def observe_request(method: str, route: str, status: int, seconds: float) -> Non
     children[1].observe(seconds)
 
 
+_script_children: dict[tuple[str, bool], Any] = {}
+_append_children: dict[tuple[str, str], Any] = {}  # labels() costs as much as the inc: look children up once
+
+
 def observe_script(script: str, seconds: float, ok: bool) -> None:
     """Store's observer: called once per script per round trip (see Store.observer)."""
-    SCRIPT_LATENCY.labels(script, "true" if ok else "false").observe(seconds)
+    child = _script_children.get((script, ok))
+    if child is None:
+        child = _script_children[script, ok] = SCRIPT_LATENCY.labels(script, "true" if ok else "false")
+    child.observe(seconds)
 
 
 def record_append(kind: str, result: AppendResult) -> None:
-    if result.status == "ok":
-        APPENDS.labels(kind).inc()
-    elif result.status == "duplicate":
-        DUPLICATES.labels(kind).inc()
+    if result.status in ("ok", "duplicate"):
+        child = _append_children.get((kind, result.status))
+        if child is None:
+            counter = APPENDS if result.status == "ok" else DUPLICATES
+            child = _append_children[kind, result.status] = counter.labels(kind)
+        child.inc()
     elif result.status == "backlog":
         TOO_LARGE.labels("backlog").inc()
     else:
