@@ -1,38 +1,52 @@
 # Two commands on a fresh machine: `make run` serves the API, `make test` runs every test.
+# Each target installs only what it needs: serving deps for run, + test tools for test, + bench tools for bench.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
+QUICK  ?=
 
 .PHONY: run test unit integration bench soak lint clean
 
-$(STAMP): pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
-	touch $(STAMP)
 
-run: $(STAMP)
+$(VENV)/.serve: pyproject.toml | $(PY)
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.serve
+	$(PIP) -e ".[test]"
+	touch $@
+
+$(VENV)/.bench: $(VENV)/.test
+	$(PIP) -e ".[test,bench]"
+	touch $@
+
+$(VENV)/.lint: $(VENV)/.test
+	$(PIP) -e ".[test,lint]"
+	touch $@
+
+run: $(VENV)/.serve
 	PY=$(PY) scripts/run.sh
 
-test: $(STAMP)
+test: $(VENV)/.test
 	$(PY) -m pytest -q
 
-unit: $(STAMP)
+unit: $(VENV)/.test
 	$(PY) -m pytest -q tests/unit
 
-integration: $(STAMP)
+integration: $(VENV)/.test
 	$(PY) -m pytest -q tests/integration
 
-bench: $(STAMP)
-	$(PY) -m pip install --quiet -e ".[bench]"
-	$(PY) bench/run.py
+bench: $(VENV)/.bench
+	scripts/need-wrk.sh
+	$(PY) bench/run.py $(if $(QUICK),--quick)
 
-soak: $(STAMP)
+soak: $(VENV)/.test
 	$(PY) -m pytest -q -m soak tests/reliability --soak
 
-lint: $(STAMP)
-	$(PY) -m pip install --quiet ruff==0.17.5 mypy==2.4.1
+lint: $(VENV)/.lint
 	$(PY) -m ruff check app tests bench
 	$(PY) -m mypy --strict app
 

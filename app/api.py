@@ -12,10 +12,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import models, queue
+from . import metrics, models, ops, queue
 from .config import Settings
-from .errors import AppError, Forbidden, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType
+from .errors import AppError, Forbidden, NotFound, PayloadTooLarge, StoreUnavailable, Unauthorized, UnsupportedMediaType
 from .feed import encode_cursor
+from .metrics import metrics_endpoint
 from .models import encode
 from .openapi import openapi_endpoint
 from .store import Store
@@ -49,6 +50,7 @@ async def _body(request: Request) -> dict[str, Any]:
     limit = _settings(request).max_body_bytes
     declared = headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
+        metrics.TOO_LARGE.labels("body").inc()
         raise PayloadTooLarge("request body is larger than the limit", field="body", limit=limit)
     if declared:
         return models.json_object(await request.body())
@@ -56,6 +58,7 @@ async def _body(request: Request) -> dict[str, Any]:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
+            metrics.TOO_LARGE.labels("body").inc()
             raise PayloadTooLarge("request body is larger than the limit", field="body", limit=limit)
         chunks.append(chunk)
     return models.json_object(b"".join(chunks))
@@ -68,6 +71,7 @@ async def post_comment(request: Request) -> Response:
     settings = _settings(request)
     plan = models.plan_append(await _body(request), settings)
     result = await _store(request).append_message(plan)
+    metrics.record_append(plan.kind, result)
     if result.status in ("ok", "duplicate"):
         status = "success" if result.status == "ok" else "duplicate"
         return json_response({"id": plan.id, "timestamp": result.timestamp, "status": status, "key": result.key})
@@ -198,17 +202,29 @@ async def admin_stats(request: Request) -> Response:
     return json_response(models.stats_body(await _store(request).stats()))
 
 
-async def admin_purge(request: Request) -> Response:
+def _require_admin(request: Request, what: str) -> None:
     token = _settings(request).admin_token
     if not token:
-        raise Forbidden("admin purge is disabled: set ADMIN_TOKEN to enable it")
+        raise Forbidden(f"admin {what} is disabled: set ADMIN_TOKEN to enable it")
     given = request.headers.get("authorization", "")
     if not given.startswith("Bearer "):
         raise Unauthorized("Authorization: Bearer <ADMIN_TOKEN> required")
     if not hmac.compare_digest(given[7:].encode(), token.encode()):
         raise Forbidden("wrong admin token")
+
+
+async def admin_purge(request: Request) -> Response:
+    _require_admin(request, "purge")
     deleted = await _store(request).purge()
     return json_response({"success": True, "deletedKeys": deleted})
+
+
+async def admin_list_keys(request: Request) -> Response:
+    _require_admin(request, "list-keys")
+    params = request.query_params
+    count = models.query_int(params, "limit", 100, 1, ops.MAX_LIST_COUNT)
+    page = await ops.list_keys(_store(request), params.get("prefix"), params.get("cursor") or None, count)
+    return json_response({"keys": page.keys, "count": len(page.keys), "cursor": page.cursor})
 
 
 async def healthz(request: Request) -> Response:
@@ -244,9 +260,11 @@ def routes() -> list[Route]:
         Route("/api/queue/pending", get_pending, methods=["GET"]),
         Route("/api/admin/stats", admin_stats, methods=["GET"]),
         Route("/api/admin/purge", admin_purge, methods=["POST"]),
+        Route("/api/admin/list-keys", admin_list_keys, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi_endpoint, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
 
 
@@ -255,6 +273,8 @@ def routes() -> list[Route]:
 
 async def _app_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
+    if isinstance(exc, StoreUnavailable):
+        metrics.REDIS_ERRORS.inc()
     if exc.status >= 500:
         log.warning("%s %s -> %d: %s (%r)", request.method, request.url.path, exc.status, exc.message, exc.__cause__)
     return json_response(exc.body(), exc.status)

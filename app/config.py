@@ -10,7 +10,16 @@ from . import keys
 
 
 class ConfigError(ValueError):
-    """One or more environment variables are missing or malformed."""
+    """One or more environment variables are missing or malformed; `problems` lists each."""
+
+    def __init__(self, problems: str | list[str]) -> None:
+        if isinstance(problems, str):  # store.py words its one problem with the prefix already
+            problems = [problems.removeprefix("invalid configuration: ")]
+        self.problems = list(problems)
+        super().__init__("invalid configuration: " + "; ".join(self.problems))
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,7 @@ class Settings:
     default_domain: str = "saywhatwant.app"
     client_version: str | None = None
     admin_token: str | None = field(default=None, repr=False)
+    log_level: str = "info"  # of every log record, gunicorn's and the access line included
 
 
 _INT_VARS = {
@@ -82,14 +92,67 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     for var, name in (("CLIENT_VERSION", "client_version"), ("ADMIN_TOKEN", "admin_token")):
         if env.get(var):
             values[name] = env[var]
+    level = env.get("LOG_LEVEL")
+    if level:
+        if level.lower() not in LOG_LEVELS:
+            errors.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+        values["log_level"] = level.lower()
     if env.get("DEFAULT_DOMAIN"):
         values["default_domain"] = env["DEFAULT_DOMAIN"]
 
     if int(values.get("partitions", 1)) > keys.MAX_PARTITIONS:  # type: ignore[call-overload]
         errors.append(f"PARTITIONS must be <= {keys.MAX_PARTITIONS}, got {values['partitions']}")
+    meta = values.get("max_session_meta_bytes", Settings.max_session_meta_bytes)
+    if meta > values.get("max_body_bytes", Settings.max_body_bytes):  # type: ignore[operator]
+        errors.append("MAX_SESSION_META_BYTES must not exceed MAX_BODY_BYTES")
     if errors:
-        raise ConfigError("invalid configuration: " + "; ".join(errors))
-    settings = Settings(**values)  # type: ignore[arg-type]
-    if settings.max_session_meta_bytes > settings.max_body_bytes:
-        raise ConfigError("invalid configuration: MAX_SESSION_META_BYTES must not exceed MAX_BODY_BYTES")
-    return settings
+        raise ConfigError(errors)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What only gunicorn.conf.py reads: the bind, the workers, the control socket."""
+
+    host: str = "0.0.0.0"  # every interface: a container's port is only reachable this way
+    port: int = 8080
+    workers: int = 1
+    control_socket: str | None = None  # gunicorn's gunicornc socket; None = no socket
+
+
+def load_server_settings(environ: Mapping[str, str] | None = None, cpu_count: int = 1) -> ServerSettings:
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {"workers": cpu_count}
+    errors: list[str] = []
+    if env.get("HOST"):
+        values["host"] = env["HOST"]
+    for var, name, low, high in (("PORT", "port", 1, 65535), ("WEB_CONCURRENCY", "workers", 1, 256)):
+        raw = env.get(var)
+        if not raw:
+            continue
+        if not raw.isdigit() or not low <= int(raw) <= high:
+            errors.append(f"{var} must be an integer from {low} to {high}, got {raw!r}")
+            continue
+        values[name] = int(raw)
+    if env.get("CONTROL_SOCKET"):
+        values["control_socket"] = env["CONTROL_SOCKET"]
+    if errors:
+        raise ConfigError(errors)
+    return ServerSettings(**values)  # type: ignore[arg-type]
+
+
+def load_all(environ: Mapping[str, str] | None = None, cpu_count: int = 1) -> tuple[ServerSettings, Settings]:
+    """Both halves, every problem of both reported together."""
+    problems: list[str] = []
+    server = settings = None
+    try:
+        server = load_server_settings(environ, cpu_count)
+    except ConfigError as exc:
+        problems += exc.problems
+    try:
+        settings = load_settings(environ)
+    except ConfigError as exc:
+        problems += exc.problems
+    if problems or server is None or settings is None:
+        raise ConfigError(problems)
+    return server, settings

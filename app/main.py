@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from . import api
+from . import api, logs, metrics
 from .config import Settings, load_settings
+from .middleware import Observe
 from .store import Store, open_store
-
-
-def _configure_logging() -> None:
-    logger = logging.getLogger("godmode_store")
-    if not logger.handlers:  # same line format as gunicorn's own log
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-
 
 # Set by app.worker in a worker that replaces one that exited; the first workers keep checking
 # Redis at boot, so a wrong REDIS_URL still fails the start.
@@ -31,7 +21,8 @@ REPLACEMENT_WORKER = False
 def create_app(settings: Settings | None = None, store: Store | None = None) -> Starlette:
     """The app; pass `store` to run it on a client of your own (tests use fakeredis)."""
     settings = settings or load_settings()
-    _configure_logging()
+    logs.configure(settings.log_level)
+    Store.observer = metrics.observe_script
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -56,7 +47,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
     app = Starlette(
         routes=api.routes(),
-        middleware=[Middleware(api.CORS)],
+        middleware=[Middleware(Observe), Middleware(api.CORS)],
         exception_handlers=api.ERROR_HANDLERS,
         lifespan=lifespan,
     )

@@ -290,14 +290,15 @@ class PollQuery:
 
 def poll_query(params: Mapping[str, str], partitions: int) -> PollQuery:
     cursor = params.get("cursor")
+    name = "after" if params.get("after") not in (None, "") else "since"
+    after = query_int(params, name, 0, -1, MAX_TS)  # checked even when a cursor wins: bad input is a 400
     if cursor:
         try:
             positions, reset = feed.decode_cursor(cursor, partitions)
         except ValueError:
             raise BadRequest("cursor", "is not a cursor this service issued") from None
     else:
-        name = "after" if params.get("after") not in (None, "") else "since"
-        positions, reset = (query_int(params, name, 0, -1, MAX_TS),) * partitions, False
+        positions, reset = (after,) * partitions, False
     limit = query_int(params, "limit", 200, 1, 1000)
     raw_type = params.get("type")
     type_mark = None

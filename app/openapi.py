@@ -409,6 +409,22 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                 "responses": _responses(ANY_OBJECT, 401, 403),
             }
         },
+        "/api/admin/list-keys": {
+            "get": {
+                "operationId": "adminListKeys",
+                "summary": "One SCAN page of conv:/godmode: keys (needs ADMIN_TOKEN); follow `cursor` until null",
+                "security": [{"adminToken": []}],
+                "parameters": [
+                    _query("prefix", {"type": "string"}, "conv, godmode, or a key prefix starting with one of them."),
+                    _query("cursor", {"type": "string"}, "The `cursor` of the previous page."),
+                    _query("limit", QUERY_INT, "SCAN COUNT hint, clamped to [1, 1000] (default 100)."),
+                ],
+                "responses": _responses(ANY_OBJECT, 400, 401, 403),
+            }
+        },
+        "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus text exposition",
+                             "responses": {"200": {"description": "OK",
+                                                   "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/healthz": {"get": {"operationId": "healthz", "summary": "The process answers",
                              "responses": {"200": {"description": "OK", **_json(ANY_OBJECT)}}}},
         "/readyz": {"get": {"operationId": "readyz", "summary": "Redis answers a PING",

@@ -8,7 +8,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -76,6 +76,9 @@ class FeedPage:
 
 
 class Store:
+    # Told (script, seconds, ok) once per script per round trip of _eval_many; app.metrics sets it.
+    observer: Callable[[str, float, bool], None] | None = None
+
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
         self.redis = client
         self.settings = settings
@@ -152,6 +155,19 @@ class Store:
         return replies
 
     async def _eval_many(self, calls: Sequence[Call[T]]) -> list[T]:
+        observer = Store.observer  # read on the class: an instance lookup would bind it as a method
+        if observer is None or not calls:
+            return await self._run_scripts(calls)
+        start, ok = time.perf_counter(), False
+        try:
+            out = await self._run_scripts(calls)
+            ok = True
+            return out
+        finally:
+            for name in dict.fromkeys(call.script for call in calls):
+                observer(name, time.perf_counter() - start, ok)
+
+    async def _run_scripts(self, calls: Sequence[Call[T]]) -> list[T]:
         """Run scripts in one round trip, loading any Redis does not know (NOSCRIPT after a restart
         or SCRIPT FLUSH) and running those again."""
         if not calls:

@@ -16,15 +16,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Service:
-    def __init__(self, redis_url: str, workers: int = 2, **env: str) -> None:
+    def __init__(self, redis_url: str, workers: int = 2, log: Path | None = None, **env: str) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         environ = {**os.environ, "REDIS_URL": redis_url, "PORT": str(self.port), "HOST": "127.0.0.1",
                    "WEB_CONCURRENCY": str(workers), "LOG_LEVEL": "warning", **env}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app.asgi:app"],
-            cwd=ROOT, env=environ,
-        )
+        with open(log, "ab") if log else open(os.devnull, "wb") as out:  # log: keep gunicorn's stderr there
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app.asgi:app"],
+                cwd=ROOT, env=environ, stderr=out if log else None,
+            )
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 20) -> None:

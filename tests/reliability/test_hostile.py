@@ -72,7 +72,7 @@ def test_openapi_describes_every_route(http: httpx.Client) -> None:
             body = op.get("requestBody")
             if method in ("post", "patch") and path != "/api/admin/purge":
                 assert body and "application/json" in body["content"], (method, path)
-            if path not in ("/healthz", "/openapi.json"):
+            if path not in ("/healthz", "/openapi.json", "/metrics"):  # /metrics reports Redis down in-band
                 assert op["responses"]["503"]["content"]["application/json"]["schema"]["required"] == ["error"]
     schemathesis.openapi.from_dict(spec)  # loads: a well-formed OpenAPI 3.1 document
 

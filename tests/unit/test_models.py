@@ -212,6 +212,7 @@ def test_poll_query_cursor_of_another_partition_count_resets() -> None:
 @pytest.mark.parametrize(("query", "field"), [
     ({"after": "abc"}, "after"), ({"since": "1.5"}, "since"), ({"limit": "1e3"}, "limit"), ({"type": "bot"}, "type"),
     ({"cursor": "nope"}, "cursor"), ({"cursor": "c1.0"}, "cursor"),
+    ({"cursor": feed.encode_cursor(tuple(range(12))), "after": "-5.9e-75"}, "after"),  # a cursor wins, still checked
 ])
 def test_poll_query_rejects(query: dict[str, str], field: str) -> None:
     with pytest.raises(BadRequest) as err:

@@ -1,0 +1,66 @@
+"""Operator reads that are not on a request's hot path: queue depth for /metrics and the paged key
+listing of `list-keys`. They send plain commands through Store's wire (one round trip each)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import keys
+from .errors import BadRequest
+from .scripts import text
+from .store import Store
+
+# SCAN MATCH for both message prefixes at once ("conv:" and "godmode:"); exact prefixes are
+# checked on each key found.
+_BOTH = "[cg]o[nd][vm]*"
+_PREFIXES = (keys.CONV + ":", keys.GODMODE + ":")
+_GLOB = frozenset("*?[]\\")
+MAX_LIST_COUNT = 1000  # a page is one SCAN: bounded work per request
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    pending: int
+    processing: int
+    expired: int  # processing entries claimed before now - CLAIM_TIMEOUT_S
+
+
+async def queue_depth(store: Store, now_s: float) -> QueueDepth:
+    cutoff = int(now_s * 1000) - store.settings.claim_timeout_s * 1000
+    commands: list[tuple[Any, ...]] = []
+    for p in store.partitions:
+        commands += [("ZCARD", p.pending), ("ZCARD", p.processing), ("ZCOUNT", p.processing, "-inf", cutoff)]
+    replies = await store._wire(commands)
+    return QueueDepth(sum(int(r) for r in replies[0::3]), sum(int(r) for r in replies[1::3]),
+                      sum(int(r) for r in replies[2::3]))
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPage:
+    keys: list[str]
+    cursor: str | None  # None: the scan is complete
+
+
+def list_pattern(prefix: str | None) -> str:
+    """The SCAN MATCH pattern for a `prefix` (None, "conv", "godmode", or a longer key prefix)."""
+    if not prefix:
+        return _BOTH
+    if prefix in (keys.CONV, keys.GODMODE):
+        prefix += ":"
+    if not prefix.startswith(_PREFIXES) or _GLOB & set(prefix) or len(prefix) > 400:
+        raise BadRequest("prefix", "must be conv, godmode, or a key prefix starting with conv: or godmode: "
+                         "(no glob characters)")
+    return prefix + "*"
+
+
+async def list_keys(store: Store, prefix: str | None = None, cursor: str | None = None,
+                    count: int = 100) -> KeyPage:
+    """One SCAN step over the message keys. A page may hold fewer keys than `count`, even none,
+    before the scan is complete: follow `cursor` until it is None."""
+    if cursor is not None and not (cursor.isdigit() and len(cursor) <= 20):
+        raise BadRequest("cursor", "must be a cursor from a previous page")
+    [(next_cursor, found)] = await store._wire([("SCAN", cursor or 0, "MATCH", list_pattern(prefix), "COUNT", count)])
+    names = sorted(name for name in map(text, found) if name.startswith(_PREFIXES))
+    following = text(next_cursor) if isinstance(next_cursor, bytes) else str(next_cursor)
+    return KeyPage(names, None if following == "0" else following)
