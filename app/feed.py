@@ -144,7 +144,7 @@ class PageBuilder:
         for lane in self.lanes:
             delivered = bisect_right(lane.rows, end, key=_TS)
             newest = lane.rows[delivered - 1][0] if delivered else -1
-            out.append(max(lane.position, newest, min(lane.mark, end)))
+            out.append(max(lane.position, newest, lane.mark))  # nothing at or below the mark is held
         return tuple(out)
 
 

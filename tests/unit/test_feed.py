@@ -170,6 +170,25 @@ def test_page_builder_reset_when_the_position_is_below_the_mark() -> None:
     assert not page.reset
 
 
+def test_page_builder_reset_is_said_once_even_when_the_lane_delivers_nothing_yet() -> None:
+    # The busy lane fills the page; the reset lane's held messages (after its mark at 49) come later.
+    reset_lane = sorted([*feed_of(50, 51), (49.0, b"~")])
+    busy = feed_of(*range(1, 40), tag="b")
+    page, _, _ = read([reset_lane, busy], (10, 0), 5, now_ms=1000)
+    assert page.reset and stamps(page) == [1, 2, 3, 4]  # the busy lane was read to 4
+    assert page.positions[0] == 49  # nothing at or below the mark is held: the lane moves up to it
+    seen = list(page.messages)
+    positions = page.positions
+    for _ in range(20):
+        page, _, _ = read([reset_lane, busy], positions, 5, now_ms=1000)
+        assert not page.reset
+        seen += page.messages
+        positions = page.positions
+        if not page.has_more:
+            break
+    assert stamps(Page(seen, 0, False, False, ())) == [*range(1, 40), 50, 51]
+
+
 def test_page_builder_type_mark_filters_after_the_cut() -> None:
     feed = sorted([(1.0, msg(1, 0, "human")), (2.0, msg(2, 0, "AI")), (3.0, msg(3, 0, "human"))])
     page, _, _ = read([feed], (0,), 2, now_ms=1000, type_mark=b'"message-type":"AI"')
