@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import keys, models, scripts
+from . import keys, models
 from .errors import BadRequest
 from .models import AppendPlan
 from .store import Store
@@ -285,13 +285,12 @@ def _scores(rows: list[_Row]) -> list[str]:
 async def import_legacy(store: Store, export: Mapping[str, Any], *, dry_run: bool) -> Report:
     report = Report(dry_run)
     targets, metas = plan_import(export, store, report)
-    settings = store.settings
     for target in targets:
         p = target.rows[0].plan.partition if target.rows else None
         if p is None:
             continue
-        known = await store._wire([("HEXISTS", p.ids, row.plan.id) for row in target.rows])
-        [indexed] = await store._wire([("HEXISTS", p.sizes, target.key)])
+        known = await store.known_ids(p, [row.plan.id for row in target.rows])
+        indexed = await store.is_indexed(p, target.key)
         fresh = [row for row, present in zip(target.rows, known, strict=True) if not present]
         report.already_present += len(target.rows) - len(fresh)
         if not fresh:
@@ -304,20 +303,13 @@ async def import_legacy(store: Store, export: Mapping[str, Any], *, dry_run: boo
         if dry_run:
             continue
         # Scores over all rows, so a re-run after an interruption writes the same members.
-        args: list[Any] = []
-        for row, score, present in zip(target.rows, _scores(target.rows), known, strict=True):
-            if not present:
-                args += [score, member(row)]
-        await store._wire([("ZADD", target.key, *args)])
-        await store._eval(scripts.IndexKey(
-            target.key, p.feed, p.ids, p.meta, p.sizes, p.pending, p.processing,
-            p.sessions(target.human_user, target.human_color), target.kind, target.session_member,
-            settings.feed_window, keys.PRIORITY_STRIDE))
+        scored = [(score, member(row))
+                  for row, score, present in zip(target.rows, _scores(target.rows), known, strict=True) if not present]
+        await store.import_messages(p, target.key, scored, target.kind, target.human_user, target.human_color,
+                                    target.session_member)
     for key, data in metas.items():
         if dry_run:
-            [exists] = await store._wire([("EXISTS", key)])
-            report.session_meta += 0 if exists else 1
+            report.session_meta += 0 if await store.exists(key) else 1
         else:
-            [created] = await store._wire([("SET", key, data, "NX")])
-            report.session_meta += 1 if created else 0
+            report.session_meta += 1 if await store.save_session_meta(key, data, only_new=True) else 0
     return report

@@ -35,6 +35,7 @@ APPENDS = Counter("godmode_appends", "Messages stored by POST /api/comments, by 
 DUPLICATES = Counter("godmode_append_duplicates", "POSTs of an id already stored (answered 'duplicate')", ["kind"])
 TOO_LARGE = Counter("godmode_payload_too_large", "413 answers, by reason (body, message, session, backlog)",
                     ["reason"])
+CLAIM_TIMEOUTS = Counter("godmode_claim_timeouts", "Claims not completed within CLAIM_TIMEOUT_S, put back in line")
 REDIS_ERRORS = Counter("godmode_redis_errors", "Requests answered 503 because Redis was unreachable, slow or failing")
 SCRIPT_LATENCY = Histogram("godmode_redis_script_duration_seconds",
                            "Round trip of one batch of Lua script calls, by script and outcome",

@@ -1,14 +1,12 @@
 """Operator reads that are not on a request's hot path: queue depth for /metrics and the paged key
-listing of `list-keys`. They send plain commands through Store's wire (one round trip each)."""
+listing of `list-keys` (one Store round trip each)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from . import keys
 from .errors import BadRequest
-from .scripts import text
 from .store import Store
 
 # SCAN MATCH for both message prefixes at once ("conv:" and "godmode:"); exact prefixes are
@@ -28,12 +26,7 @@ class QueueDepth:
 
 async def queue_depth(store: Store, now_s: float) -> QueueDepth:
     cutoff = int(now_s * 1000) - store.settings.claim_timeout_s * 1000
-    commands: list[tuple[Any, ...]] = []
-    for p in store.partitions:
-        commands += [("ZCARD", p.pending), ("ZCARD", p.processing), ("ZCOUNT", p.processing, "-inf", cutoff)]
-    replies = await store._wire(commands)
-    return QueueDepth(sum(int(r) for r in replies[0::3]), sum(int(r) for r in replies[1::3]),
-                      sum(int(r) for r in replies[2::3]))
+    return QueueDepth(*await store.queue_depth(cutoff))
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +53,6 @@ async def list_keys(store: Store, prefix: str | None = None, cursor: str | None 
     before the scan is complete: follow `cursor` until it is None."""
     if cursor is not None and not (cursor.isdigit() and len(cursor) <= 20):
         raise BadRequest("cursor", "must be a cursor from a previous page")
-    [(next_cursor, found)] = await store._wire([("SCAN", cursor or 0, "MATCH", list_pattern(prefix), "COUNT", count)])
-    names = sorted(name for name in map(text, found) if name.startswith(_PREFIXES))
-    following = text(next_cursor) if isinstance(next_cursor, bytes) else str(next_cursor)
+    following, found = await store.scan_page(list_pattern(prefix), cursor, count)
+    names = sorted(name for name in found if name.startswith(_PREFIXES))
     return KeyPage(names, None if following == "0" else following)

@@ -10,6 +10,7 @@ import secrets
 import time
 from typing import Any
 
+from . import metrics
 from .errors import Conflict, NotFound
 from .keys import Partition
 from .models import decode
@@ -56,7 +57,7 @@ async def _heads(store: Store) -> list[QueueHead]:
     expired = [h.partition for h in heads if h.oldest_claim is not None and h.oldest_claim <= cutoff]
     if not expired:
         return heads
-    await store.requeue_expired(expired)
+    metrics.CLAIM_TIMEOUTS.inc(await store.requeue_expired(expired))
     return await store.queue_heads()
 
 
@@ -73,6 +74,7 @@ async def claim_next(store: Store, worker: bytes) -> tuple[dict[str, Any] | None
             return None, "", total, total
         best = min(ready, key=lambda h: (h.best_rank, h.partition.index))
         result = await store.claim(best.partition, "next", worker=worker, token=token)
+        metrics.CLAIM_TIMEOUTS.inc(result.requeued)
         if result.status == "ok":
             message, token = _claimed(result, token)
             remaining = total - best.pending + result.pending
@@ -84,6 +86,7 @@ async def claim(store: Store, message_id: str, worker: bytes) -> tuple[dict[str,
     token = secrets.token_urlsafe(12)
     result = await store.claim(await _only_partition(store, message_id), "id", target=message_id, worker=worker,
                                token=token)
+    metrics.CLAIM_TIMEOUTS.inc(result.requeued)
     if result.status == "ok":
         return _claimed(result, token)
     if result.status == "not_found":

@@ -113,6 +113,7 @@ class ClaimResult:
     pending: int = 0
     processing: int = 0
     current_status: str = ""
+    requeued: int = 0  # expired claims the call put back first
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,14 +157,14 @@ class ClaimMessage(_QueueKeys, Call[ClaimResult]):
                    requeue_max=requeue_max, stride=keys.PRIORITY_STRIDE)
 
     def decode(self, reply: Any) -> ClaimResult:
-        status = text(reply[0])
+        status, requeued = text(reply[0]), int(reply[-1])
         if status == "ok":
-            return ClaimResult("ok", reply[1], reply[2] or None, int(reply[3]), int(reply[4]))
+            return ClaimResult("ok", reply[1], reply[2] or None, int(reply[3]), int(reply[4]), requeued=requeued)
         if status in ("empty", "busy", "requeued"):
-            return ClaimResult(status, pending=int(reply[1]), processing=int(reply[2]))
+            return ClaimResult(status, pending=int(reply[1]), processing=int(reply[2]), requeued=requeued)
         if status == "not_pending":
-            return ClaimResult(status, current_status=text(reply[1]))
-        return ClaimResult(status)
+            return ClaimResult(status, current_status=text(reply[1]), requeued=requeued)
+        return ClaimResult(status, requeued=requeued)
 
 
 @dataclass(frozen=True, slots=True)

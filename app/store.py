@@ -86,6 +86,7 @@ class Store:
         self._score_cache: tuple[float, int] = (-1.0, 0)
         self.eviction_warning: str | None = None
         self.eviction_checked = False
+        self._idle: list[Any] = []  # connections between round trips (see _send)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
@@ -104,6 +105,9 @@ class Store:
         return cls(client, settings)
 
     async def close(self) -> None:
+        pool = self.redis.connection_pool
+        while self._idle:
+            await pool.release(self._idle.pop())
         await self.redis.aclose()
 
     def partition_of(self, human_user: str, human_color: str) -> Partition:
@@ -112,8 +116,11 @@ class Store:
     # -- the wire -------------------------------------------------------------------------------
 
     async def _send(self, packed: bytes, count: int) -> list[Any]:
-        pool = self.redis.connection_pool
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        # Idle connections are kept here rather than handed back to redis-py's pool after each
+        # round trip: its checkout (lock, liveness probe, two observability hooks) cost more CPU
+        # than the round trip itself. The pool still creates and bounds them.
+        conn = self._idle.pop() if self._idle else await self.redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+        broken = True
         try:
             await conn.send_packed_command(packed, check_health=False)
             replies: list[Any] = []
@@ -125,15 +132,18 @@ class Store:
                         replies.append(await conn.read_response(timeout=math.inf))
                     except ResponseError as exc:  # the reply was read: the connection stays usable
                         replies.append(exc)
+            broken = False
             return replies
         except TimeoutError as exc:
-            await conn.disconnect()
             raise RedisTimeoutError(f"no reply within {self.settings.redis_timeout_s} s") from exc
-        except BaseException:
-            await conn.disconnect()  # a half-read reply would poison the next user
-            raise
         finally:
-            await pool.release(conn)
+            if broken:  # a half-read reply would poison the next user; the idle ones may be dead too
+                dropped, self._idle = [conn, *self._idle], []  # swapped before any await: others keep going
+                for each in dropped:
+                    await each.disconnect()
+                    await self.redis.connection_pool.release(each)
+            else:
+                self._idle.append(conn)
 
     async def _wire(self, commands: Sequence[tuple[Any, ...]], *, errors_as_values: bool = False) -> list[Any]:
         """Send commands in one write and read every reply: one round trip without redis-py's
@@ -252,8 +262,33 @@ class Store:
         """Several appends in one round trip (operators' and the benchmark's bulk loads)."""
         return await self._eval_many([self.append_call(plan) for plan in plans])
 
-    async def save_session_meta(self, key: str, data: bytes) -> None:
-        await self._wire([("SET", key, data)])
+    async def save_session_meta(self, key: str, data: bytes, *, only_new: bool = False) -> bool:
+        """Store the bot's session metadata; with only_new, keep what is there. True if written."""
+        [done] = await self._wire([("SET", key, data, "NX") if only_new else ("SET", key, data)])
+        return done is not None and done is not False
+
+    async def exists(self, key: str) -> bool:
+        [found] = await self._wire([("EXISTS", key)])
+        return bool(found)
+
+    async def import_messages(self, partition: Partition, key: str, scored_members: Sequence[tuple[str, str | bytes]],
+                              kind: str, human_user: str, human_color: str, session_member: str) -> None:
+        """Write stored-format messages with their own scores into a key nobody indexed yet, then
+        index the key as rebuild-indexes does (legacy imports)."""
+        args = [part for score, member in scored_members for part in (score, member)]
+        await self._wire([("ZADD", key, *args)])
+        p = partition
+        await self._eval(scripts.IndexKey(
+            key, p.feed, p.ids, p.meta, p.sizes, p.pending, p.processing, p.sessions(human_user, human_color), kind,
+            session_member, self.settings.feed_window, keys.PRIORITY_STRIDE))
+
+    async def known_ids(self, partition: Partition, message_ids: Sequence[str]) -> list[bool]:
+        replies = await self._wire([("HEXISTS", partition.ids, i) for i in message_ids]) if message_ids else []
+        return [bool(r) for r in replies]
+
+    async def is_indexed(self, partition: Partition, key: str) -> bool:
+        [indexed] = await self._wire([("HEXISTS", partition.sizes, key)])
+        return bool(indexed)
 
     # -- messages by id -------------------------------------------------------------------------
 
@@ -291,9 +326,12 @@ class Store:
             partition, mode, target=target, worker=worker, token=token,
             timeout_ms=self.settings.claim_timeout_s * 1000))
 
-    async def requeue_expired(self, partitions: Iterable[Partition]) -> None:
+    async def requeue_expired(self, partitions: Iterable[Partition]) -> int:
+        """Put expired claims back in line; returns how many."""
         timeout_ms = self.settings.claim_timeout_s * 1000
-        await self._eval_many([scripts.ClaimMessage.build(p, "requeue", timeout_ms=timeout_ms) for p in partitions])
+        results = await self._eval_many([scripts.ClaimMessage.build(p, "requeue", timeout_ms=timeout_ms)
+                                         for p in partitions])
+        return sum(r.requeued for r in results)
 
     async def complete(self, partition: Partition, message_id: str, token: str) -> CompleteResult:
         return await self._eval(scripts.CompleteMessage.build(partition, message_id, token))
@@ -390,6 +428,21 @@ class Store:
             out["pending"] = out.get("pending", 0) + int(pending)
             out["processing"] = out.get("processing", 0) + int(processing)
         return out
+
+    async def queue_depth(self, claimed_before_ms: int) -> tuple[int, int, int]:
+        """(pending, processing, processing claimed before the cutoff) over every partition."""
+        commands: list[tuple[Any, ...]] = []
+        for p in self.partitions:
+            commands += [("ZCARD", p.pending), ("ZCARD", p.processing),
+                         ("ZCOUNT", p.processing, "-inf", claimed_before_ms)]
+        replies = await self._wire(commands)
+        return (sum(int(r) for r in replies[0::3]), sum(int(r) for r in replies[1::3]),
+                sum(int(r) for r in replies[2::3]))
+
+    async def scan_page(self, pattern: str, cursor: str | None, count: int) -> tuple[str, list[str]]:
+        """One SCAN step: (next cursor, "0" when done; keys found)."""
+        [(following, found)] = await self._wire([("SCAN", cursor or 0, "MATCH", pattern, "COUNT", count)])
+        return text(following) if isinstance(following, bytes) else str(following), [text(k) for k in found]
 
     async def scan(self, pattern: str, count: int = 1000) -> AsyncIterator[str]:
         cursor: Any = 0

@@ -18,6 +18,7 @@
 --       | {'not_found'} | {'not_queued'} | {'not_pending', status}  (target only)
 --       | {'busy', pending, processing}   more vanished entries than one call drops; call again
 --       | {'requeued', pending, processing}   (mode 'requeue')
+-- each followed by the number of expired claims this call put back.
 -- Expired claims go back to pending with claimedBy/claimedAt cleared and attempts + 1. Entries
 -- whose message was deleted behind the service are dropped from the queue.
 
@@ -68,6 +69,7 @@ local function rewrite(key, old, state)
   return new
 end
 
+local requeued = 0  -- expired claims put back by this call
 for _, id in ipairs(redis.call('ZRANGE', processing, '-inf', now - tonumber(timeout_ms), 'BYSCORE', 'LIMIT', 0,
                                tonumber(requeue_max))) do
   local key, ts, member, state = locate(id)
@@ -80,6 +82,7 @@ for _, id in ipairs(redis.call('ZRANGE', processing, '-inf', now - tonumber(time
     redis.call('ZREM', processing, id)
     redis.call('HDEL', claims, id)
     redis.call('ZADD', pending, int_s((99 - priority_of(member)) * tonumber(stride) + tonumber(ts)), id)
+    requeued = requeued + 1
   end
 end
 
@@ -94,24 +97,24 @@ local function claim(id, key, ts, member, state)
   redis.call('ZADD', processing, now_s, id)
   redis.call('HSET', claims, id, token)
   local waiting, busy = counts()
-  return {'ok', new, redis.call('HGET', contexts, id) or false, waiting, busy}
+  return {'ok', new, redis.call('HGET', contexts, id) or false, waiting, busy, requeued}
 end
 
 if mode == 'requeue' then
   local waiting, busy = counts()
-  return {'requeued', waiting, busy}
+  return {'requeued', waiting, busy, requeued}
 end
 
 if mode == 'id' then
   local key, ts, member, state = locate(target)
   if not key then
     if in_queue(pending, processing, target) then forget(target) end
-    return {'not_found'}
+    return {'not_found', requeued}
   end
-  if state.status == '' then return {'not_queued'} end
+  if state.status == '' then return {'not_queued', requeued} end
   -- A pending message missing from the queue (its key was deleted behind us) is claimable: heal.
   if state.status ~= 'pending' or redis.call('ZSCORE', processing, target) then
-    return {'not_pending', state.status}
+    return {'not_pending', state.status, requeued}
   end
   return claim(target, key, ts, member, state)
 end
@@ -120,7 +123,7 @@ for _ = 1, 64 do
   local head = redis.call('ZRANGE', pending, 0, 0)[1]
   if not head then
     local waiting, busy = counts()
-    return {'empty', waiting, busy}
+    return {'empty', waiting, busy, requeued}
   end
   local key, ts, member, state = locate(head)
   if key and state.status == 'pending' then return claim(head, key, ts, member, state) end
@@ -131,4 +134,4 @@ for _ = 1, 64 do
   end
 end
 local waiting, busy = counts()
-return {'busy', waiting, busy}
+return {'busy', waiting, busy, requeued}

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from app import keys, models, queue, scripts
+from app import keys, metrics, models, queue, scripts
 from app.config import ConfigError, Settings
 from app.errors import Conflict, NotFound
 from app.keys import Partition
@@ -766,8 +766,10 @@ async def test_claim_message_requeues_every_expired_claim(store: Store) -> None:
         assert (await queue.claim_next(store, worker("w")))[0] is not None
     p = home(store)
     await store.redis.zadd(p.processing, {b["id"]: 1 for b in bodies}, xx=True)
+    timeouts_before = metrics.CLAIM_TIMEOUTS._value.get()
     message, _, total, remaining = await queue.claim_next(store, worker("w2"))
     assert message is not None and (total, remaining) == (130, 129)  # more than one call's 100
+    assert metrics.CLAIM_TIMEOUTS._value.get() - timeouts_before == 130  # each counted once
     stats = await store.stats()
     assert (stats["pending"], stats["processing"]) == (129, 1)
     await check_indexes(store)
