@@ -56,7 +56,7 @@ async def _drive(requests: list[Callable[[], Awaitable[int]]], in_flight: int) -
 
 async def _profile_all(redis_url: str, poll_after: int, requests: int, in_flight: int,
                        out_dir: Path) -> dict[str, Path]:
-    app = create_app(Settings(redis_url=redis_url))
+    app = create_app(Settings(redis_url=redis_url, log_level="warning"))  # as the bench runs gunicorn
     rng = random.Random(9)
     warmup = max(1, requests // 10)
     bodies = [encode(post_mix(rng, i, 1000)) for i in range(warmup + requests)]  # fresh ids: no duplicates
