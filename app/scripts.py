@@ -350,7 +350,21 @@ class PurgePartition(Call[int]):
         return int(reply)
 
 
+@dataclass(frozen=True, slots=True)
+class PurgeStray(Call[int]):
+    script: ClassVar[str] = "purge_stray"
+    KEYS: ClassVar[tuple[str, ...]] = ("key", "sizes")
+    ARGV: ClassVar[tuple[str, ...]] = ("godmode_prefix",)
+
+    key: str
+    sizes: str
+    godmode_prefix: str  # '' for a message key; 'godmode:{hU}:{hC}:' for a human's sessions index
+
+    def decode(self, reply: Any) -> int:
+        return int(reply)
+
+
 SCRIPTS: tuple[type[Call[Any]], ...] = (
     AppendMessage, ClaimMessage, CompleteMessage, ScoreMessage, ReadMessage, ReadPair, ReadSessions, IndexKey,
-    PurgePartition,
+    PurgePartition, PurgeStray,
 )

@@ -459,23 +459,21 @@ class Store:
         deleted = sum(await self._eval_many([scripts.PurgePartition.build(p) for p in self.partitions]))
         async for key in self.scan(keys.SESSION_META_PREFIX + "*"):
             deleted += (await self._wire([("UNLINK", key)]))[0]
+        # What purge_partition could not find (its index was lost) goes too, unless a write after the
+        # purge indexed it: keys written since are counted and stay (purge_stray checks atomically).
         async for key in self.scan("sessions:*"):
-            # A human's sessions index goes unless a God Mode key it names is indexed (written
-            # after the purge); purge_partition misses it when the sizes hash was lost.
             _, _, human_user, human_color = key.split(":", 3)
             p = self.partition_of(human_user, human_color)
-            prefix = keys.human_godmode_prefix(human_user, human_color)
-            [members] = await self._wire([("ZRANGE", key, 0, -1)])
-            indexed = await self._wire([("HEXISTS", p.sizes, prefix + text(m)) for m in members]) if members else []
-            if not any(indexed):
-                deleted += (await self._wire([("UNLINK", key)]))[0]
+            deleted += await self._eval(scripts.PurgeStray(key, p.sizes, keys.human_godmode_prefix(human_user,
+                                                                                                    human_color)))
         for pattern in keys.MESSAGE_PATTERNS:
             async for key in self.scan(pattern):
-                # Keys written after their partition's purge are indexed and counted: they stay.
-                p = self.partition_of(*keys.message_key_human(key))
-                [indexed] = await self._wire([("HEXISTS", p.sizes, key)])
-                if not indexed:
+                try:
+                    p = self.partition_of(*keys.message_key_human(key))
+                except ValueError:  # not a name this service writes: nothing can index it
                     deleted += (await self._wire([("UNLINK", key)]))[0]
+                    continue
+                deleted += await self._eval(scripts.PurgeStray(key, p.sizes, ""))
         return deleted
 
     async def rebuild_indexes(self, target: tuple[Partition, ...] | None = None) -> dict[str, int]:

@@ -1121,6 +1121,25 @@ async def test_purge_after_a_lost_size_index_leaves_no_key_of_ours(store: Store)
     assert sorted(await store.redis.keys("*")) == [b"someone-else"]
 
 
+async def test_purge_stray_keeps_what_a_write_after_the_purge_indexed(store: Store) -> None:
+    # Keys SCAN finds after purge_partition ran: an unindexed session key and its human's sessions
+    # index go; a key (and sessions index) that a later append indexed stays, counted.
+    question = godmode_question()
+    await post_ok(store, question)
+    posts = godmode_session_posts(question["id"], SESSION, entities=1, answer_bytes=10, synthesis_bytes=10)
+    for body in posts:
+        await post_ok(store, body)
+    p = home(store)
+    session_key = keys.godmode_key(HUMAN, HUMAN_COLOR, GODMODE, GODMODE_COLOR, SESSION)
+    sessions = p.sessions(HUMAN, HUMAN_COLOR)
+    prefix = keys.human_godmode_prefix(HUMAN, HUMAN_COLOR)
+    kept = [await store._eval(scripts.PurgeStray(k, p.sizes, g)) for k, g in ((session_key, ""), (sessions, prefix))]
+    assert kept == [0, 0] and await store.redis.exists(session_key, sessions) == 2
+    await store.redis.hdel(p.sizes, session_key)  # as if the partition's index was lost
+    gone = [await store._eval(scripts.PurgeStray(k, p.sizes, g)) for k, g in ((sessions, prefix), (session_key, ""))]
+    assert gone == [1, 1] and await store.redis.exists(session_key, sessions) == 0
+
+
 # -- index_key, rebuild_indexes -----------------------------------------------------------------
 
 
