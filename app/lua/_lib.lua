@@ -145,12 +145,30 @@ local function derive_sizes(key, pending, processing)
   return total, inflight
 end
 
--- Lets a script check a key's type before its first write (WRONGTYPE then leaves nothing behind).
-local function ensure_type(key, wanted)
-  local t = redis.call('TYPE', key)['ok']
-  if t ~= 'none' and t ~= wanted then
-    return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. wanted)
+-- Lets a script check its keys' types before its first write (WRONGTYPE then leaves nothing
+-- behind): returns an error reply to return, or nil.
+local function ensure_types(zsets, hashes)
+  for wanted, list in pairs({zset = zsets, hash = hashes}) do
+    for _, key in ipairs(list) do
+      local t = redis.call('TYPE', key)['ok']
+      if t ~= 'none' and t ~= wanted then
+        return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. wanted)
+      end
+    end
   end
   return nil
+end
+
+-- A message by id: key, ts, member, state (with .score); nil when the id is unknown, its message
+-- is gone (trimmed or deleted), or it has a shape this service did not write.
+local function locate_message(ids, id)
+  local loc = redis.call('HGET', ids, id)
+  if not loc then return nil end
+  local ts, _, key = loc_parse(loc)
+  local member, score = find_member(key, ts, id)
+  local state = member and state_read(member)
+  if not state then return nil end
+  state.score = score
+  return key, ts, member, state
 end
 

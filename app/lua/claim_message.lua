@@ -24,14 +24,8 @@
 
 local pending, processing, claims, contexts, ids, feed, sizes, meta = unpack(KEYS)
 local mode, target, worker, token, timeout_ms, requeue_max, stride = unpack(ARGV)
-for _, k in ipairs({pending, processing, feed}) do
-  local err = ensure_type(k, 'zset')
-  if err then return err end
-end
-for _, k in ipairs({claims, contexts, ids, sizes, meta}) do
-  local err = ensure_type(k, 'hash')
-  if err then return err end
-end
+local wrong = ensure_types({pending, processing, feed}, {claims, contexts, ids, sizes, meta})
+if wrong then return wrong end
 
 local now = time_ms()
 local now_s = int_s(now)
@@ -43,17 +37,8 @@ local function forget(id)
   redis.call('HDEL', contexts, id)
 end
 
--- The message of a queued id: key, ts, member, state, score; nil when it is gone.
 local function locate(id)
-  local loc = redis.call('HGET', ids, id)
-  if not loc then return nil end
-  local ts, _, key = loc_parse(loc)
-  local member, score = find_member(key, ts, id)
-  if not member then return nil end
-  local state = state_read(member)
-  if not state then return nil end
-  state.score = score
-  return key, ts, member, state
+  return locate_message(ids, id)
 end
 
 -- Replace a message by its new state, keeping byte counts exact.

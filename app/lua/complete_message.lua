@@ -16,21 +16,11 @@
 
 local pending, processing, claims, contexts, ids, feed, sizes, meta = unpack(KEYS)
 local id, token = unpack(ARGV)
-for _, k in ipairs({pending, processing, feed}) do
-  local err = ensure_type(k, 'zset')
-  if err then return err end
-end
-for _, k in ipairs({claims, contexts, ids, sizes, meta}) do
-  local err = ensure_type(k, 'hash')
-  if err then return err end
-end
+local wrong = ensure_types({pending, processing, feed}, {claims, contexts, ids, sizes, meta})
+if wrong then return wrong end
 
-local loc = redis.call('HGET', ids, id)
-if not loc then return {'not_found'} end
-local ts, _, key = loc_parse(loc)
-local member, member_score = find_member(key, ts, id)
-local state = member and state_read(member)
-if not state then
+local key, _, member, state = locate_message(ids, id)
+if not key then
   if in_queue(pending, processing, id) then  -- its message is gone: so is its queue entry
     redis.call('ZREM', pending, id)
     redis.call('ZREM', processing, id)
@@ -45,7 +35,7 @@ if token ~= '' and redis.call('HGET', claims, id) ~= token then return {'stale',
 
 state.status, state.completed_at = 'complete', int_s(time_ms())
 local new = state.prefix .. state_tail(state)
-replace_member(key, feed, member_score, member, new)
+replace_member(key, feed, state.score, member, new)
 local total, inflight, count = size_read(sizes, key)
 if total then size_write(sizes, key, total + #new - #member, math.max(0, inflight - #member), count) end
 if #new ~= #member then redis.call('HINCRBY', meta, 'bytes', #new - #member) end

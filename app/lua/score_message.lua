@@ -13,27 +13,17 @@
 
 local ids, feed, sizes, meta, pending, processing = unpack(KEYS)
 local id, score = unpack(ARGV)
-for _, k in ipairs({feed, pending, processing}) do
-  local err = ensure_type(k, 'zset')
-  if err then return err end
-end
-for _, k in ipairs({ids, sizes, meta}) do
-  local err = ensure_type(k, 'hash')
-  if err then return err end
-end
+local wrong = ensure_types({feed, pending, processing}, {ids, sizes, meta})
+if wrong then return wrong end
 
-local loc = redis.call('HGET', ids, id)
-if not loc then return {'not_found'} end
-local ts, _, key = loc_parse(loc)
-local member, member_score = find_member(key, ts, id)
-local state = member and state_read(member)
-if not state then return {'not_found'} end
+local key, _, member, state = locate_message(ids, id)
+if not key then return {'not_found'} end
 
 local delta = tonumber(score) - tonumber(state.eq)
 state.eq = score
 local new = state.prefix .. state_tail(state)
 if new ~= member then
-  replace_member(key, feed, member_score, member, new)
+  replace_member(key, feed, state.score, member, new)
   local total, inflight, count = size_read(sizes, key)
   if total then
     local moved = in_queue(pending, processing, id) and #new - #member or 0
