@@ -233,12 +233,10 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     store = _store(request)
-    try:
-        await store.ping()
-        if not store.eviction_checked:  # a worker that started while Redis was down checks now
-            await store.check_eviction()
-    except AppError:
+    if not await store.healthy():
         return json_response({"status": "unavailable", "redis": False, "error": "Redis is unreachable"}, 503)
+    if not store.eviction_checked:  # a worker that started while Redis was down checks now
+        await store.check_eviction()
     if store.eviction_warning:
         return json_response({"status": "ok", "redis": True, "warning": store.eviction_warning})
     return json_response({"status": "ok", "redis": True})

@@ -99,6 +99,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         values["log_level"] = level.lower()
     if env.get("DEFAULT_DOMAIN"):
         values["default_domain"] = env["DEFAULT_DOMAIN"]
+        if not keys.DOMAIN_RE.fullmatch(env["DEFAULT_DOMAIN"]):  # it is written into stored messages
+            errors.append(f"DEFAULT_DOMAIN must be a host name (letters, digits, '.', '-', ':', '_'), "
+                          f"got {env['DEFAULT_DOMAIN']!r}")
 
     if int(values.get("partitions", 1)) > keys.MAX_PARTITIONS:  # type: ignore[call-overload]
         errors.append(f"PARTITIONS must be <= {keys.MAX_PARTITIONS}, got {values['partitions']}")

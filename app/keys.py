@@ -27,6 +27,9 @@ GODMODE = "godmode"
 KEY_PART_MAX = 64
 KEY_PART_RE = re.compile(r"[^:*?\[\]\\{}\x00-\x1f\x7f-\x9f]{1,64}")
 ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # message ids and session ids
+# A message's domain (a client's, or DEFAULT_DOMAIN) is spliced into the stored JSON by Lua: no
+# quotes or escapes can pass. [0-9], not \d: \d also takes Arabic-Indic digits.
+DOMAIN_RE = re.compile(r"[A-Za-z0-9.:_-]{1,253}")
 
 # AI identities the server fills in when the client names none.
 DEFAULT_AI_COLOR = "default"

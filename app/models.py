@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .scripts import SessionRow
 
 COLOR_RE = re.compile(r"[0-9]{9}(?:-[A-Za-z0-9]{10})?")  # [0-9], not \d: \d also takes Arabic-Indic digits
-DOMAIN_RE = re.compile(r"[A-Za-z0-9.:_-]{1,253}")  # spliced into JSON by Lua: no quotes or escapes
+DOMAIN_RE = keys.DOMAIN_RE
 INT_RE = re.compile(r"-?[0-9]{1,30}")
 MAX_TS = 2**53  # timestamps are JSON numbers; past this a double loses integers
 CONTEXT_MAX_ITEMS = 200

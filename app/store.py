@@ -24,7 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import keys, scripts
 from .config import ConfigError, Settings
-from .errors import Conflict, StoreUnavailable
+from .errors import AppError, Conflict, StoreUnavailable
 from .feed import Page, PageBuilder
 from .keys import Partition
 from .models import AppendPlan
@@ -36,7 +36,8 @@ log = logging.getLogger("godmode_store")
 # A pooled connection that broke (Redis restarted) is replaced and the commands sent once more.
 # Connecting itself already retries under the client's Retry: nesting both multiplied the wait.
 _RESEND = Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,))
-GLOBAL_SCORE_TTL_S = 1.0  # polls show a globalScore at most this old; summing it costs a read per partition
+GLOBAL_SCORE_TTL_S = 1.0
+HEALTH_MAX_AGE_S = 1.0  # /readyz answers from a PING at most this old: probes every few seconds never wait  # polls show a globalScore at most this old; summing it costs a read per partition
 EVICTING_POLICIES = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
 
 
@@ -87,12 +88,18 @@ class Store:
         self.eviction_warning: str | None = None
         self.eviction_checked = False
         self._idle: list[Any] = []  # connections between round trips (see _send)
+        self._waiting = 0  # callers waiting on the pool for a connection
+        self._health: tuple[float, bool] = (-HEALTH_MAX_AGE_S - 1, False)
+        self._health_lock = asyncio.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
-        client = aioredis.Redis.from_url(
+        # A burst beyond REDIS_MAX_CONNECTIONS waits (up to REDIS_TIMEOUT_S) for a connection instead
+        # of failing at once: the plain pool answered every request past 256 with a 503.
+        pool = aioredis.BlockingConnectionPool.from_url(
             settings.redis_url,
             max_connections=settings.redis_max_connections,
+            timeout=settings.redis_timeout_s,
             socket_timeout=settings.redis_timeout_s,
             socket_connect_timeout=settings.redis_timeout_s,
             health_check_interval=30,
@@ -102,7 +109,7 @@ class Store:
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3, supported_errors=(RedisConnectionError,)),
             retry_on_error=[RedisConnectionError],
         )
-        return cls(client, settings)
+        return cls(aioredis.Redis(connection_pool=pool), settings)
 
     async def close(self) -> None:
         pool = self.redis.connection_pool
@@ -119,7 +126,14 @@ class Store:
         # Idle connections are kept here rather than handed back to redis-py's pool after each
         # round trip: its checkout (lock, liveness probe, two observability hooks) cost more CPU
         # than the round trip itself. The pool still creates and bounds them.
-        conn = self._idle.pop() if self._idle else await self.redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+        if self._idle:
+            conn = self._idle.pop()
+        else:
+            self._waiting += 1
+            try:
+                conn = await self.redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+            finally:
+                self._waiting -= 1
         broken = True
         try:
             await conn.send_packed_command(packed, check_health=False)
@@ -142,6 +156,8 @@ class Store:
                 for each in dropped:
                     await each.disconnect()
                     await self.redis.connection_pool.release(each)
+            elif self._waiting:  # a caller waits on the full pool: hand the connection over
+                await self.redis.connection_pool.release(conn)
             else:
                 self._idle.append(conn)
 
@@ -157,6 +173,7 @@ class Store:
         try:
             replies = await _RESEND.call_with_retry(attempt, _no_op)
         except RedisError as exc:
+            self._health = (time.monotonic(), False)  # /readyz says so at once, not after its cache ages
             raise StoreUnavailable(f"storage unavailable: {type(exc).__name__}") from exc
         if not errors_as_values:
             for reply in replies:
@@ -210,6 +227,24 @@ class Store:
 
     async def ping(self) -> None:
         await self._wire([("PING",)])
+
+    async def healthy(self, max_age_s: float = HEALTH_MAX_AGE_S) -> bool:
+        """Whether Redis answered a PING in the last max_age_s; concurrent callers share one PING
+        (2,000 concurrent /readyz made 2,000 PINGs and failed hundreds while Redis was fine)."""
+        checked_at, ok = self._health
+        if time.monotonic() - checked_at <= max_age_s:
+            return ok
+        async with self._health_lock:
+            checked_at, ok = self._health
+            if time.monotonic() - checked_at <= max_age_s:  # another caller just checked
+                return ok
+            try:
+                await self.ping()
+                ok = True
+            except AppError:
+                ok = False
+            self._health = (time.monotonic(), ok)
+            return ok
 
     # -- start-up -------------------------------------------------------------------------------
 

@@ -258,6 +258,14 @@ def test_load_settings_reports_every_bad_variable_and_hides_secrets() -> None:
     assert s.conv_window == 50 and "hunter2" not in repr(s) and "sekrit" not in repr(s)
 
 
+@pytest.mark.parametrize("domain", ['a"b', "a\\b", "a b", "ü.app", "x" * 254])
+def test_default_domain_is_checked_like_a_posted_domain(domain: str) -> None:
+    # It is written into stored messages: a quote in it made every poll answer invalid JSON.
+    with pytest.raises(ConfigError, match="DEFAULT_DOMAIN"):
+        load_settings({"DEFAULT_DOMAIN": domain, "CONV_WINDOW": "0"})
+    assert load_settings({"DEFAULT_DOMAIN": "shittosay.app"}).default_domain == "shittosay.app"
+
+
 def test_load_settings_partitions_and_feed_window() -> None:
     s = load_settings({"PARTITIONS": "5", "FEED_WINDOW": "100"})
     assert (s.partitions, s.feed_window) == (5, 100)

@@ -13,10 +13,11 @@ import time
 from typing import Any
 
 import pytest
+import redis
 
 from app import keys, metrics, models, queue, scripts
 from app.config import ConfigError, Settings
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, NotFound, StoreUnavailable
 from app.keys import Partition
 from app.models import decode, encode
 from app.scripts import AppendResult
@@ -34,6 +35,7 @@ from tests.helpers import (
     human,
     uid,
 )
+from tests.redis_server import RedisServer
 
 CONV = keys.conv_key(HUMAN, HUMAN_COLOR, ETERNAL, ETERNAL_COLOR)
 ROOM = keys.conv_key(HUMAN, HUMAN_COLOR, keys.PLATFORM, keys.PLATFORM)
@@ -1283,3 +1285,45 @@ async def test_stats_are_the_counters_and_queue_lengths(store: Store) -> None:
 def test_settings_are_frozen(settings: Settings) -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.conv_window = 1  # type: ignore[misc]
+
+
+# -- connections and health ---------------------------------------------------------------------
+
+
+async def test_a_burst_past_the_pool_waits_for_a_connection(redis_server: RedisServer) -> None:
+    # Before: redis-py's plain pool refused request 257 at once (MaxConnectionsError -> 503).
+    store = Store.from_settings(Settings(redis_url=redis_server.url, redis_max_connections=2))
+    try:
+        results = await asyncio.gather(*(post(store, chat(f"burst {i}", username=f"u{i}")) for i in range(60)))
+        assert all(r.status == "ok" for r in results)
+    finally:
+        await store.close()
+
+
+async def test_healthy_shares_one_ping_between_concurrent_callers(store: Store) -> None:
+    pings = 0
+    real_ping = store.ping
+
+    async def counting_ping() -> None:
+        nonlocal pings
+        pings += 1
+        await asyncio.sleep(0.01)
+        await real_ping()
+
+    store.ping = counting_ping  # type: ignore[method-assign]
+    assert all(await asyncio.gather(*(store.healthy() for _ in range(500))))
+    assert pings == 1
+    assert await store.healthy(max_age_s=0) and pings == 2  # older than asked: checked again
+
+
+async def test_healthy_turns_false_as_soon_as_a_request_finds_redis_down(redis_server: RedisServer) -> None:
+    store = Store.from_settings(Settings(redis_url=redis_server.url, redis_timeout_s=0.3))
+    try:
+        assert await store.healthy()
+        redis.Redis(port=redis_server.port).client_pause(1000)  # a stalled Redis
+        with pytest.raises(StoreUnavailable):
+            await post(store, chat("stalled"))
+        assert not await store.healthy()  # the cached PING is recent, but a request just failed
+    finally:
+        redis.Redis(port=redis_server.port).client_unpause()
+        await store.close()
