@@ -189,10 +189,9 @@ async def complete(request: Request) -> Response:
 
 async def get_pending(request: Request) -> Response:
     limit = models.query_int(request.query_params, "limit", 10, 1, 1000)
-    messages, waiting, processing = await queue.pending(_store(request), limit)
-    return json_response(
-        {"pending": messages, "platformOnly": [], "kvStats": {"pending": waiting, "processing": processing, "returned": len(messages)}}
-    )
+    messages, waiting, processing, truncated = await queue.pending(_store(request), limit)
+    return json_response({"pending": messages, "platformOnly": [], "truncated": truncated,
+                          "kvStats": {"pending": waiting, "processing": processing, "returned": len(messages)}})
 
 
 # -- operations ---------------------------------------------------------------------------------

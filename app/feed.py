@@ -25,6 +25,9 @@ from .keys import FEED_MARK
 
 MARK = FEED_MARK.encode()
 MAX_ROUNDS = 4
+# A page's bytes are bounded as well as its count: 200 God Mode syntheses of 8 KB fit; 1,000
+# messages of 100 KB (an old cursor over big answers) would have been a 100 MB answer.
+MAX_PAGE_BYTES = 2 * 1024 * 1024
 # Each partition's first read asks for its even share of the page plus a margin. Payloads are
 # most of a poll's Redis cost (~0.4 us per row), so the margin is small; a page cut short by an
 # uneven spread is still correct (hasMore), and only a page under half full reads again.
@@ -60,8 +63,9 @@ class Page:
 
 
 class PageBuilder:
-    def __init__(self, positions: tuple[int, ...], limit: int) -> None:
+    def __init__(self, positions: tuple[int, ...], limit: int, max_bytes: int = MAX_PAGE_BYTES) -> None:
         self.limit = limit
+        self.max_bytes = max_bytes
         want = max(4, math.ceil(WANT_SHARE * limit / len(positions)))
         # Scores are timestamp + seq/1024 (lua/_lib.lua): "timestamp > p" is the inclusive min p + 1.
         self.lanes = [_Lane(p, str(p + 1), want) for p in positions]
@@ -130,6 +134,9 @@ class PageBuilder:
             end, has_more = int(limit_at), True
         else:
             end, has_more = (rows[-1][0] if rows else start), False
+        over = _over_budget(rows, self.max_bytes)
+        if over is not None:  # the page's bytes are bounded too, cut between runs like the count
+            rows, end, has_more = rows[:over], rows[over - 1][0], True
         end = max(end, start)
         messages = [m for _, m in rows]
         if type_mark is not None:  # quotes inside JSON strings are escaped: the mark only matches the field
@@ -146,6 +153,24 @@ class PageBuilder:
             newest = lane.rows[delivered - 1][0] if delivered else -1
             out.append(max(lane.position, newest, lane.mark))  # nothing at or below the mark is held
         return tuple(out)
+
+
+def _over_budget(rows: list[tuple[int, bytes]], max_bytes: int) -> int | None:
+    """How many rows fit in max_bytes without splitting a run of equal timestamps (at least the
+    first run, whatever its size), or None when all of them fit."""
+    total = 0
+    for i, (ts, member) in enumerate(rows):
+        total += len(member)
+        if total > max_bytes:
+            keep = i
+            while keep > 0 and rows[keep - 1][0] == ts:  # back to the start of this run
+                keep -= 1
+            if keep == 0:  # the first run alone is over budget: it comes whole
+                keep = i + 1
+                while keep < len(rows) and rows[keep][0] == ts:
+                    keep += 1
+            return keep if keep < len(rows) else None
+    return None
 
 
 def encode_cursor(positions: tuple[int, ...]) -> str:

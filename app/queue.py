@@ -119,8 +119,26 @@ async def complete(store: Store, message_id: str, token: str) -> None:
     raise Conflict(f"message {message_id} is already {result.current_status}", messageId=message_id)
 
 
-async def pending(store: Store, limit: int) -> tuple[list[dict[str, Any]], int, int]:
+# GET /api/queue/pending answers at most this many bytes of messages and contexts (a context is
+# up to 200 displayed messages): 100 queued messages with big contexts made one answer 180 MB.
+PENDING_MAX_BYTES = 1024 * 1024
+PENDING_READ_CHUNK = 20  # messages read per round trip, so a full budget stops the reading too
+
+
+async def pending(store: Store, limit: int) -> tuple[list[dict[str, Any]], int, int, bool]:
+    """The head of the queue: (messages with their contexts, pending, processing, truncated). Stops
+    before PENDING_MAX_BYTES (the first message always comes)."""
     heads = await _heads(store)
-    found = await store.read_messages(await store.pending_ids(limit))
-    out = [_with_context(m.raw, m.context) for m in found if m is not None and m.raw is not None]
-    return out, sum(h.pending for h in heads), sum(h.processing for h in heads)
+    wanted = await store.pending_ids(limit)
+    out: list[dict[str, Any]] = []
+    used = 0
+    for start in range(0, len(wanted), PENDING_READ_CHUNK):
+        for m in await store.read_messages(wanted[start : start + PENDING_READ_CHUNK]):
+            if m is None or m.raw is None:
+                continue
+            size = len(m.raw) + len(m.context or b"")
+            if out and used + size > PENDING_MAX_BYTES:
+                return out, sum(h.pending for h in heads), sum(h.processing for h in heads), True
+            used += size
+            out.append(_with_context(m.raw, m.context))
+    return out, sum(h.pending for h in heads), sum(h.processing for h in heads), False

@@ -228,3 +228,18 @@ def test_cursor_rejects_what_it_did_not_issue(cursor: str) -> None:
 def test_cursor_positions_are_clamped_like_after() -> None:
     assert decode_cursor("c1.zzzzzzzzzzz.0.0", 2) == ((2**53, 2**53), False)
     assert decode_cursor("c1.-2.0.1", 2) == ((-1, -1), False)
+
+
+def test_page_builder_bounds_a_page_by_bytes_between_runs() -> None:
+    big = [(float(ts), b'{"id":"b%d","timestamp":%d,"x":"%s"}' % (ts, ts, b"x" * 1000)) for ts in (1, 2, 2, 3, 4)]
+    builder = PageBuilder((0,), 10, max_bytes=2500)
+    builder.set_bound(1000)
+    builder.take(0, [(m, s) for s, m in big])
+    page = builder.page()
+    # 1, then the run at 2 would pass 2,500 bytes: the page ends before it, with more to come.
+    assert stamps(page) == [1] and page.has_more and page.next_after == 1 and page.positions == (1,)
+    builder = PageBuilder((1,), 10, max_bytes=500)
+    builder.set_bound(1000)
+    builder.take(0, [(m, s) for s, m in big[1:]])
+    page = builder.page()
+    assert stamps(page) == [2, 2] and page.has_more and page.next_after == 2  # a first run comes whole

@@ -1012,10 +1012,21 @@ async def test_queue_pending_lists_in_queue_order_with_context(store: Store) -> 
         await post_ok(store, body)
         await asyncio.sleep(0.002)
     await post_ok(store, chat())
-    listed, waiting, busy = await queue.pending(store, 10)
+    listed, waiting, busy, truncated = await queue.pending(store, 10)
     assert [m["id"] for m in listed] == [bodies[2]["id"], bodies[0]["id"], bodies[1]["id"]]
     assert all(m["context"] == bodies[0]["context"] for m in listed) and (waiting, busy) == (3, 0)
+    assert not truncated
     assert [m["id"] for m in (await queue.pending(store, 1))[0]] == [bodies[2]["id"]]
+
+
+async def test_queue_pending_answers_at_most_its_byte_budget(store: Store) -> None:
+    # 100 queued questions with 20 KB contexts each: 2 MB of contexts, half the budget answers.
+    context = ["Human: " + "c" * 100] * 200
+    for i in range(100):
+        await post_ok(store, human(text=f"q{i}", user=f"u{i}", context=context))
+    listed, waiting, _, truncated = await queue.pending(store, 1000)
+    assert truncated and waiting == 100 and 0 < len(listed) < 100
+    assert sum(len(encode(m)) for m in listed) <= queue.PENDING_MAX_BYTES * 1.05  # JSON re-encoding aside
 
 
 async def test_read_pair_of_a_conversation_after_is_whole_milliseconds(store: Store) -> None:
