@@ -145,16 +145,7 @@ def _row(raw: Any, human_user: str, human_color: str, session_id: str | None, re
 
 
 def member(row: _Row) -> str:
-    """The stored member, byte for byte what lua/append_message.lua writes for this message."""
-    plan = row.plan
-    head = f'{{"id":"{plan.id}","timestamp":{row.ts},"domain":"{row.domain}",'
-    if plan.status == "":
-        tail = f'"eqScore":{plan.eq_score}}}'
-    else:
-        completed = str(row.ts) if plan.status == "complete" else "null"
-        tail = (f'"status":"{plan.status}","claimedBy":null,"claimedAt":null,"attempts":{row.attempts},'
-                f'"completedAt":{completed}}},"eqScore":{plan.eq_score}}}')
-    return head + plan.middle.decode() + tail
+    return models.stored_member(row.plan, row.ts, row.domain, row.attempts).decode()
 
 
 def _legacy_session_id(question_id: str) -> str:

@@ -138,6 +138,18 @@ class AppendPlan:
     session_member: str  # "" unless a God Mode session
 
 
+def stored_member(plan: AppendPlan, ts: int, domain: str, attempts: int = 0) -> bytes:
+    """The stored message for `plan` at `ts`, byte for byte what lua/append_message.lua writes (its
+    state tail is lua/_lib.lua's state_tail; a test holds the two together). For writers that keep a
+    message's own timestamp (import-legacy)."""
+    head = b'{"id":"%s","timestamp":%d,"domain":"%s",' % (plan.id.encode(), ts, domain.encode())
+    if plan.status == "":
+        return head + plan.middle + b'"eqScore":%d}' % plan.eq_score
+    completed = b"%d" % ts if plan.status == "complete" else b"null"
+    return head + plan.middle + (b'"status":"%s","claimedBy":null,"claimedAt":null,"attempts":%d,"completedAt":%s},'
+                                 b'"eqScore":%d}' % (plan.status.encode(), attempts, completed, plan.eq_score))
+
+
 def _split_ais(ais: str) -> tuple[str, str]:
     name, sep, ai_color = ais.partition(":")
     key_part(name, "botParams.ais")

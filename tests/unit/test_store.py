@@ -1338,3 +1338,14 @@ async def test_healthy_turns_false_as_soon_as_a_request_finds_redis_down(redis_s
     finally:
         redis.Redis(port=redis_server.port).client_unpause()
         await store.close()
+
+
+@pytest.mark.parametrize("body", [chat("plain", eqScore=7), human("queued"), ai_reply("q1", "answered")],
+                         ids=["no botParams", "pending", "complete"])
+async def test_stored_member_is_what_append_message_writes(store: Store, body: dict[str, Any]) -> None:
+    # import-legacy writes members itself (to keep their timestamps): they must match the script's.
+    plan = models.plan_append(body, store.settings)
+    result = await store.append_message(plan)
+    assert result.status == "ok"
+    [written] = await store.redis.zrange(plan.key, 0, -1)
+    assert models.stored_member(plan, result.timestamp, result.domain) == written
