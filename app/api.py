@@ -42,6 +42,11 @@ def _settings(request: Request) -> Settings:
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
+def _body_too_large(limit: int) -> PayloadTooLarge:
+    metrics.TOO_LARGE.labels("body").inc()
+    return PayloadTooLarge("request body is larger than the limit", field="body", limit=limit)
+
+
 async def _body(request: Request) -> dict[str, Any]:
     # Browsers may post JSON as text/plain to skip a preflight; only form encodings are refused.
     headers = request.headers
@@ -50,16 +55,14 @@ async def _body(request: Request) -> dict[str, Any]:
     limit = _settings(request).max_body_bytes
     declared = headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        metrics.TOO_LARGE.labels("body").inc()
-        raise PayloadTooLarge("request body is larger than the limit", field="body", limit=limit)
+        raise _body_too_large(limit)
     if declared:
         return models.json_object(await request.body())
     chunks, size = [], 0  # chunked upload: count as it arrives
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            metrics.TOO_LARGE.labels("body").inc()
-            raise PayloadTooLarge("request body is larger than the limit", field="body", limit=limit)
+            raise _body_too_large(limit)
         chunks.append(chunk)
     return models.json_object(b"".join(chunks))
 

@@ -49,8 +49,7 @@ class _Lane:
     want: int
     rows: list[tuple[int, bytes]] = field(default_factory=list)
     safe: float = -math.inf  # every row of this lane with ts <= safe is in `rows`
-    reset: bool = False
-    mark: int = -1  # the feed no longer holds this lane's messages up to this timestamp
+    mark: int = -1  # the feed no longer holds this lane's messages up to this timestamp (-1: all held)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +99,7 @@ class PageBuilder:
             if ts > cap:
                 break
             if member == MARK:
-                lane.reset, lane.mark = True, ts  # messages after this lane's position are gone from the feed
+                lane.mark = ts  # messages after this lane's position are gone from the feed
             else:
                 rows.append((ts, member))
 
@@ -141,7 +140,7 @@ class PageBuilder:
         messages = [m for _, m in rows]
         if type_mark is not None:  # quotes inside JSON strings are escaped: the mark only matches the field
             messages = [m for m in messages if type_mark in m]
-        return Page(messages, end, has_more, any(lane.reset for lane in self.lanes), self._positions(end))
+        return Page(messages, end, has_more, any(lane.mark >= 0 for lane in self.lanes), self._positions(end))
 
     def _positions(self, end: int) -> tuple[int, ...]:
         """Each lane's position after the page: its newest message delivered (or the mark it was

@@ -233,6 +233,10 @@ class ReadMessage(Call["StoredMessage | None"]):
     contexts: str
     id: str
 
+    @classmethod
+    def build(cls, p: Partition, message_id: str) -> ReadMessage:
+        return cls(p.ids, p.contexts, message_id)
+
     def decode(self, reply: Any) -> StoredMessage | None:
         if not reply:
             return None
@@ -318,6 +322,12 @@ class IndexKey(Call["tuple[int, int]"]):
     session_member: str
     feed_window: int
     stride: int
+
+    @classmethod
+    def build(cls, p: Partition, key: str, kind: str, human_user: str, human_color: str, session_member: str,
+              feed_window: int) -> IndexKey:
+        return cls(key, p.feed, p.ids, p.meta, p.sizes, p.pending, p.processing, p.sessions(human_user, human_color),
+                   kind, session_member, feed_window, keys.PRIORITY_STRIDE)
 
     def decode(self, reply: Any) -> tuple[int, int]:
         return int(reply[0]), int(reply[1])

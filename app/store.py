@@ -36,8 +36,8 @@ log = logging.getLogger("godmode_store")
 # A pooled connection that broke (Redis restarted) is replaced and the commands sent once more.
 # Connecting itself already retries under the client's Retry: nesting both multiplied the wait.
 _RESEND = Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,))
-GLOBAL_SCORE_TTL_S = 1.0
-HEALTH_MAX_AGE_S = 1.0  # /readyz answers from a PING at most this old: probes every few seconds never wait  # polls show a globalScore at most this old; summing it costs a read per partition
+GLOBAL_SCORE_TTL_S = 1.0  # polls show a globalScore at most this old; summing it costs a read per partition
+HEALTH_MAX_AGE_S = 1.0  # /readyz answers from a PING at most this old: probes every few seconds never wait
 EVICTING_POLICIES = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
 
 
@@ -312,10 +312,8 @@ class Store:
         index the key as rebuild-indexes does (legacy imports)."""
         args = [part for score, member in scored_members for part in (score, member)]
         await self._wire([("ZADD", key, *args)])
-        p = partition
-        await self._eval(scripts.IndexKey(
-            key, p.feed, p.ids, p.meta, p.sizes, p.pending, p.processing, p.sessions(human_user, human_color), kind,
-            session_member, self.settings.feed_window, keys.PRIORITY_STRIDE))
+        await self._eval(scripts.IndexKey.build(partition, key, kind, human_user, human_color, session_member,
+                                                self.settings.feed_window))
 
     async def known_ids(self, partition: Partition, message_ids: Sequence[str]) -> list[bool]:
         replies = await self._wire([("HEXISTS", partition.ids, i) for i in message_ids]) if message_ids else []
@@ -334,7 +332,7 @@ class Store:
         return [p for p, known in zip(self.partitions, replies, strict=True) if known]
 
     async def read_message(self, partition: Partition, message_id: str) -> StoredMessage | None:
-        return await self._eval(scripts.ReadMessage(partition.ids, partition.contexts, message_id))
+        return await self._eval(scripts.ReadMessage.build(partition, message_id))
 
     async def score_message(self, partition: Partition, message_id: str, score: int) -> bytes | None:
         return await self._eval(scripts.ScoreMessage.build(partition, message_id, score))
@@ -383,7 +381,7 @@ class Store:
         return [(self.partitions[index], message_id) for _, index, message_id in ranked[:limit]]
 
     async def read_messages(self, wanted: Sequence[tuple[Partition, str]]) -> list[StoredMessage | None]:
-        return await self._eval_many([scripts.ReadMessage(p.ids, p.contexts, message_id) for p, message_id in wanted])
+        return await self._eval_many([scripts.ReadMessage.build(p, message_id) for p, message_id in wanted])
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -396,14 +394,14 @@ class Store:
         commands: list[tuple[Any, ...]] = [("TIME",)]
         commands += [self._feed_read(i, start, count) for i, start, count in requests]
         if stale:
-            commands += [("HGET", p.meta, "globalScore") for p in self.partitions]
+            commands += self._score_reads()
         replies = await self._wire(commands)
         seconds, micros = replies[0]
         builder.set_bound(int(seconds) * 1000 + int(micros) // 1000)
         for (i, _, _), reply in zip(requests, replies[1 : 1 + len(requests)], strict=True):
             builder.take(i, scored(reply))
         if stale:
-            self._score_cache = (time.monotonic(), sum(int(r or 0) for r in replies[1 + len(requests) :]))
+            self._cache_score(replies[1 + len(requests) :])
         while not builder.finish_round():
             requests = builder.requests()
             replies = await self._wire([self._feed_read(i, start, count) for i, start, count in requests])
@@ -443,7 +441,13 @@ class Store:
     # -- operations -----------------------------------------------------------------------------
 
     async def global_score(self) -> int:
-        replies = await self._wire([("HGET", p.meta, "globalScore") for p in self.partitions])
+        return self._cache_score(await self._wire(self._score_reads()))
+
+    def _score_reads(self) -> list[tuple[Any, ...]]:
+        return [("HGET", p.meta, "globalScore") for p in self.partitions]
+
+    def _cache_score(self, replies: Sequence[Any]) -> int:
+        """globalScore is the sum of the partitions' counters (replies to _score_reads)."""
         total = sum(int(r or 0) for r in replies)
         self._score_cache = (time.monotonic(), total)
         return total
@@ -548,9 +552,8 @@ class Store:
                 member = ""
                 if kind == keys.GODMODE:
                     member = keys.session_member(*key.split(":")[3:6])
-                batch.append(scripts.IndexKey(
-                    key, p.feed, p.ids, p.meta, p.sizes, p.pending, p.processing, p.sessions(human_user, human_color),
-                    kind, member, self.settings.feed_window, keys.PRIORITY_STRIDE))
+                batch.append(scripts.IndexKey.build(p, key, kind, human_user, human_color, member,
+                                                    self.settings.feed_window))
                 if len(batch) >= 100:
                     await self._index(batch, totals, kind)
                     batch = []

@@ -90,8 +90,10 @@ local function state_read(member)
   return nil
 end
 
-local function priority_of(member)
-  return tonumber(string.match(member, '"botParams":{"priority":(%d+),') or '5')
+-- A queued message's rank: priority high first, then oldest (keys.queue_rank_base on the Python side).
+local function queue_rank(member, ts, stride)
+  local priority = tonumber(string.match(member, '"botParams":{"priority":(%d+),') or '5')
+  return int_s((99 - priority) * tonumber(stride) + tonumber(ts))
 end
 
 -- Swap a stored message for its new version: same score, same place in the key and the feed.

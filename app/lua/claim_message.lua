@@ -66,7 +66,7 @@ for _, id in ipairs(redis.call('ZRANGE', processing, '-inf', now - tonumber(time
     rewrite(key, member, state)
     redis.call('ZREM', processing, id)
     redis.call('HDEL', claims, id)
-    redis.call('ZADD', pending, int_s((99 - priority_of(member)) * tonumber(stride) + tonumber(ts)), id)
+    redis.call('ZADD', pending, queue_rank(member, ts, stride), id)
     requeued = requeued + 1
   end
 end

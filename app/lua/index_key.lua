@@ -33,7 +33,7 @@ for i = 1, #rows, 2 do
     if state then
       m.globalScore = m.globalScore + tonumber(state.eq)
       if state.status == 'pending' then
-        redis.call('ZADD', pending, int_s((99 - priority_of(member)) * stride + tonumber(ts)), id)
+        redis.call('ZADD', pending, queue_rank(member, ts, stride), id)
         inflight = inflight + #member
       elseif state.status == 'processing' then
         redis.call('ZADD', processing, state.claimed_at == 'null' and ts or state.claimed_at, id)
