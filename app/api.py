@@ -25,6 +25,9 @@ JSON = "application/json"
 log = logging.getLogger("godmode_store")
 
 
+RETRY_AFTER_S = "1"
+
+
 def json_response(data: Any, status: int = 200) -> Response:
     return Response(encode(data), status, media_type=JSON)
 
@@ -235,13 +238,17 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     store = _store(request)
-    if not await store.healthy():
-        return json_response({"status": "unavailable", "redis": False, "error": "Redis is unreachable"}, 503)
+    ok = await store.healthy()
+    # On a cluster, ready while any master answers: the others' partitions keep serving.
+    cluster = {"cluster": store.cluster_state} if store.settings.cluster else {}
+    if not ok:
+        return json_response({"status": "unavailable", "redis": False, "error": "Redis is unreachable", **cluster},
+                             503)
     if not store.eviction_checked:  # a worker that started while Redis was down checks now
         await store.check_eviction()
     if store.eviction_warning:
-        return json_response({"status": "ok", "redis": True, "warning": store.eviction_warning})
-    return json_response({"status": "ok", "redis": True})
+        return json_response({"status": "ok", "redis": True, **cluster, "warning": store.eviction_warning})
+    return json_response({"status": "ok", "redis": True, **cluster})
 
 
 def routes() -> list[Route]:
@@ -277,7 +284,10 @@ async def _app_error(request: Request, exc: Exception) -> Response:
         metrics.REDIS_ERRORS.inc()
     if exc.status >= 500:
         log.warning("%s %s -> %d: %s (%r)", request.method, request.url.path, exc.status, exc.message, exc.__cause__)
-    return json_response(exc.body(), exc.status)
+    response = json_response(exc.body(), exc.status)
+    if isinstance(exc, StoreUnavailable):  # a restart or a failover: seconds, and every write is safe to retry
+        response.headers["Retry-After"] = RETRY_AFTER_S
+    return response
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from . import keys
 
@@ -25,6 +26,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    redis_mode: str = "standalone"  # or "cluster": REDIS_URL names any node of a Redis Cluster
+    redis_wait_replicas: int = 0  # replicas that must acknowledge each write (WAIT) before its 200
     max_key_bytes: int = 131072  # the old store's per-value ceiling: one session must fit in it
     conv_window: int = 300  # newest messages a conv: key keeps
     partitions: int = 12  # splits evenly over 1, 2, 3, 4 or 6 cluster masters; each poll reads one feed per partition
@@ -40,6 +43,15 @@ class Settings:
     admin_token: str | None = field(default=None, repr=False)
     log_level: str = "info"  # of every log record, gunicorn's and the access line included
 
+    @property
+    def cluster(self) -> bool:
+        return self.redis_mode == "cluster"
+
+    @property
+    def wait_ms(self) -> int:
+        """How long a write waits for its replicas: half the round trip's deadline."""
+        return max(1, int(self.redis_timeout_s * 500))
+
 
 _INT_VARS = {
     "MAX_KEY_BYTES": ("max_key_bytes", 1024),
@@ -51,7 +63,9 @@ _INT_VARS = {
     "MAX_BODY_BYTES": ("max_body_bytes", 1024),
     "MAX_SESSION_META_BYTES": ("max_session_meta_bytes", 1024),
     "REDIS_MAX_CONNECTIONS": ("redis_max_connections", 1),
+    "REDIS_WAIT_REPLICAS": ("redis_wait_replicas", 0),
 }
+REDIS_MODES = ("standalone", "cluster")
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -64,6 +78,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if not url.startswith(("redis://", "rediss://", "unix://")):
             errors.append("REDIS_URL must start with redis://, rediss:// or unix://")
         values["redis_url"] = url
+
+    mode = env.get("REDIS_MODE")
+    if mode:
+        if mode not in REDIS_MODES:
+            errors.append(f"REDIS_MODE must be one of {', '.join(REDIS_MODES)}, got {mode!r}")
+        elif mode == "cluster" and url is not None and not _cluster_url(url):
+            errors.append("REDIS_URL must be redis://host:port or rediss://host:port (database 0) "
+                          "with REDIS_MODE=cluster")
+        values["redis_mode"] = mode
 
     for var, (name, minimum) in _INT_VARS.items():
         raw = env.get(var)
@@ -111,6 +134,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if errors:
         raise ConfigError(errors)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def _cluster_url(url: str) -> bool:
+    """A cluster has one database and no unix sockets."""
+    parts = urlsplit(url)
+    return parts.scheme in ("redis", "rediss") and parts.path in ("", "/", "/0") and bool(parts.hostname)
 
 
 @dataclass(frozen=True)

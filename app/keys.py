@@ -54,8 +54,9 @@ PRIORITY_STRIDE = 10**13
 MESSAGE_PATTERNS = ("conv:*", "godmode:*")
 
 
-def conv_key(human_user: str, human_color: str, ai_user: str, ai_color: str) -> str:
-    return f"conv:{human_user}:{human_color}:{ai_user}:{ai_color}"
+def conv_key(human_user: str, human_color: str, ai_user: str, ai_color: str, suffix: str = "") -> str:
+    """`suffix` is the partition's key suffix: "" on one Redis, its hash tag on a cluster."""
+    return f"conv:{human_user}:{human_color}:{ai_user}:{ai_color}{suffix}"
 
 
 def human_godmode_prefix(human_user: str, human_color: str) -> str:
@@ -66,8 +67,14 @@ def godmode_prefix(human_user: str, human_color: str, ai_user: str, ai_color: st
     return f"{human_godmode_prefix(human_user, human_color)}{ai_user}:{ai_color}:"
 
 
-def godmode_key(human_user: str, human_color: str, ai_user: str, ai_color: str, session_id: str) -> str:
-    return godmode_prefix(human_user, human_color, ai_user, ai_color) + session_id
+def godmode_key(human_user: str, human_color: str, ai_user: str, ai_color: str, session_id: str,
+                suffix: str = "") -> str:
+    return godmode_prefix(human_user, human_color, ai_user, ai_color) + session_id + suffix
+
+
+def untagged(message_key: str) -> str:
+    """A message key without its cluster hash tag: the name operators know."""
+    return message_key.partition("{")[0]
 
 
 def message_key_human(message_key: str) -> tuple[str, str]:
@@ -114,6 +121,10 @@ class Partition:
 
     index: int
     tag: str
+    # Appended to the partition's conv:/godmode: key names. On one Redis nothing (the names stay
+    # exactly as operators type them); on a cluster the tag, so a message key shares its
+    # partition's slot while prefix scans (`godmode:{hU}:{hC}:{aU}:{aC}:*`) still match.
+    key_suffix: str = ""
 
     @property
     def feed(self) -> str:  # zset ts -> copy of each of the newest FEED_WINDOW messages, + FEED_MARK
@@ -165,10 +176,15 @@ class Partition:
                 self.claims, self.contexts)
 
 
+def partitions(count: int, cluster: bool = False) -> tuple[Partition, ...]:
+    return _partitions(count, cluster)
+
+
 @lru_cache(maxsize=8)
-def partitions(count: int) -> tuple[Partition, ...]:
-    return tuple(Partition(i, _tag(i, count)) for i in range(count))
+def _partitions(count: int, cluster: bool) -> tuple[Partition, ...]:
+    tags = [_tag(i, count) for i in range(count)]
+    return tuple(Partition(i, tag, tag if cluster else "") for i, tag in enumerate(tags))
 
 
-def partition_of(human_user: str, human_color: str, count: int) -> Partition:
-    return partitions(count)[partition_index(human_user, human_color, count)]
+def partition_of(human_user: str, human_color: str, count: int, cluster: bool = False) -> Partition:
+    return partitions(count, cluster)[partition_index(human_user, human_color, count)]

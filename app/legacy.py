@@ -186,13 +186,13 @@ def plan_import(export: Mapping[str, Any], store: Store, report: Report) -> tupl
             report.skip("id already in this export")
             return
         seen.add(row.plan.id)
+        partition = keys.partition_of(human_user, human_color, settings.partitions, settings.cluster)
         target = targets.get(key)
         if target is None:
             member_name = keys.session_member(ai_user, ai_color, key.rsplit(":", 1)[1]) if kind == keys.GODMODE else ""
-            target = targets[key] = _Target(key, kind, human_user, human_color, member_name)
-        partition = keys.partition_of(human_user, human_color, settings.partitions)
+            target = targets[key] = _Target(key + partition.key_suffix, kind, human_user, human_color, member_name)
         target.rows.append(_Row(dataclasses.replace(
-            row.plan, key=key, kind=kind, partition=partition, human_user=human_user, human_color=human_color,
+            row.plan, key=target.key, kind=kind, partition=partition, human_user=human_user, human_color=human_color,
             session_member=target.session_member), row.ts, row.domain, row.attempts))
 
     for key, value in export.items():

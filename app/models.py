@@ -226,13 +226,14 @@ def plan_append(body: dict[str, Any], settings: Settings) -> AppendPlan:
             ai_user, ai_color = keys.PLATFORM, keys.PLATFORM
 
     member = ""
+    partition = keys.partition_of(human_user, human_color, settings.partitions, settings.cluster)
     if entity == GOD_MODE_ENTITY and session_id:
         kind = keys.GODMODE
-        key = keys.godmode_key(human_user, human_color, ai_user, ai_color, session_id)
+        key = keys.godmode_key(human_user, human_color, ai_user, ai_color, session_id, partition.key_suffix)
         member = keys.session_member(ai_user, ai_color, session_id)
     else:
         kind = keys.CONV
-        key = keys.conv_key(human_user, human_color, ai_user, ai_color)
+        key = keys.conv_key(human_user, human_color, ai_user, ai_color, partition.key_suffix)
 
     fixed: dict[str, Any] = {
         "text": text,
@@ -260,7 +261,7 @@ def plan_append(body: dict[str, Any], settings: Settings) -> AppendPlan:
         id=message_id,
         key=key,
         kind=kind,
-        partition=keys.partition_of(human_user, human_color, settings.partitions),
+        partition=partition,
         human_user=human_user,
         human_color=human_color,
         middle=middle,

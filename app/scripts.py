@@ -247,13 +247,15 @@ class ReadMessage(Call["StoredMessage | None"]):
 class ReadPair(Call["list[bytes]"]):
     script: ClassVar[str] = "read_pair"
     KEYS: ClassVar[tuple[str, ...]] = ("conv", "sessions")
-    ARGV: ClassVar[tuple[str, ...]] = ("lex_start", "lex_end", "key_prefix", "min_score", "limit", "with_sessions")
+    ARGV: ClassVar[tuple[str, ...]] = ("lex_start", "lex_end", "key_prefix", "key_suffix", "min_score", "limit",
+                                       "with_sessions")
 
     conv: str
     sessions: str
     lex_start: str
     lex_end: str
     key_prefix: str
+    key_suffix: str  # Partition.key_suffix
     min_score: int  # after + 1: scores are timestamp + a fraction
     limit: int
     with_sessions: str  # '1' | '0'

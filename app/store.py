@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -15,12 +14,11 @@ from importlib import resources
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from hiredis import pack_command
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError, ResponseError
 
 from . import keys, scripts
 from .config import ConfigError, Settings
@@ -29,6 +27,7 @@ from .feed import Page, PageBuilder
 from .keys import Partition
 from .models import AppendPlan
 from .scripts import AppendResult, Call, ClaimResult, CompleteResult, SessionRow, StoredMessage, text
+from .wire import ClusterWire, NotReplicated, ServerWire, node_url
 
 T = TypeVar("T")
 log = logging.getLogger("godmode_store")
@@ -57,6 +56,7 @@ _SCRIPTS = {
     for call in scripts.SCRIPTS
     for src in (_source(call.script),)
 }
+SCRIPT_SOURCES = {script.sha: script.source for script in _SCRIPTS.values()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,98 +80,63 @@ class Store:
     # Told (script, seconds, ok) once per script per round trip of _eval_many; app.metrics sets it.
     observer: Callable[[str, float, bool], None] | None = None
 
-    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
-        self.redis = client
+    def __init__(self, client: aioredis.Redis | None, settings: Settings, wire: ServerWire | ClusterWire | None = None
+                 ) -> None:
+        self.redis = client  # one Redis only: tests and bench read it directly
         self.settings = settings
-        self.partitions = keys.partitions(settings.partitions)
+        if wire is None:
+            assert client is not None
+            wire = ServerWire(client, settings.redis_timeout_s, SCRIPT_SOURCES)
+        self.wire = wire
+        self.partitions = keys.partitions(settings.partitions, settings.cluster)
         self._score_cache: tuple[float, int] = (-1.0, 0)
         self.eviction_warning: str | None = None
         self.eviction_checked = False
-        self._idle: list[Any] = []  # connections between round trips (see _send)
-        self._waiting = 0  # callers waiting on the pool for a connection
+        self.cluster_state: str | None = None  # CLUSTER INFO's cluster_state, in cluster mode
         self._health: tuple[float, bool] = (-HEALTH_MAX_AGE_S - 1, False)
         self._health_lock = asyncio.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
-        # A burst beyond REDIS_MAX_CONNECTIONS waits (up to REDIS_TIMEOUT_S) for a connection instead
-        # of failing at once: the plain pool answered every request past 256 with a 503.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=settings.redis_max_connections,
-            timeout=settings.redis_timeout_s,
-            socket_timeout=settings.redis_timeout_s,
-            socket_connect_timeout=settings.redis_timeout_s,
-            health_check_interval=30,
-            protocol=3,  # maps and doubles arrive typed: scores need no parsing on the poll path
-            # Only reconnects are retried: every write carries an id, so a replay is idempotent.
-            # Retrying timeouts too made a stalled Redis hold a request for 4 x REDIS_TIMEOUT_S.
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3, supported_errors=(RedisConnectionError,)),
-            retry_on_error=[RedisConnectionError],
-        )
-        return cls(aioredis.Redis(connection_pool=pool), settings)
+        options = _pool_options(settings)
+        if not settings.cluster:
+            # A burst beyond REDIS_MAX_CONNECTIONS waits (up to REDIS_TIMEOUT_S) for a connection
+            # instead of failing at once: the plain pool answered every request past 256 with a 503.
+            pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, **options)
+            return cls(aioredis.Redis(connection_pool=pool), settings)
+        # RedisCluster keeps the slot map (CLUSTER SLOTS at start and after failures); each node's
+        # commands go through a blocking pool of its own, built like the standalone one.
+        topology = RedisCluster.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_s,
+                                         socket_connect_timeout=settings.redis_timeout_s, max_connections=4)
+        wire = ClusterWire(
+            topology,
+            lambda host, port: aioredis.BlockingConnectionPool.from_url(
+                node_url(settings.redis_url, host, port), **options),
+            settings.redis_timeout_s, SCRIPT_SOURCES)
+        return cls(None, settings, wire)
 
     async def close(self) -> None:
-        pool = self.redis.connection_pool
-        while self._idle:
-            await pool.release(self._idle.pop())
-        await self.redis.aclose()
+        await self.wire.close()
 
     def partition_of(self, human_user: str, human_color: str) -> Partition:
-        return keys.partition_of(human_user, human_color, self.settings.partitions)
+        return keys.partition_of(human_user, human_color, self.settings.partitions, self.settings.cluster)
 
     # -- the wire -------------------------------------------------------------------------------
 
-    async def _send(self, packed: bytes, count: int) -> list[Any]:
-        # Idle connections are kept here rather than handed back to redis-py's pool after each
-        # round trip: its checkout (lock, liveness probe, two observability hooks) cost more CPU
-        # than the round trip itself. The pool still creates and bounds them.
-        if self._idle:
-            conn = self._idle.pop()
-        else:
-            self._waiting += 1
-            try:
-                conn = await self.redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
-            finally:
-                self._waiting -= 1
-        broken = True
-        try:
-            await conn.send_packed_command(packed, check_health=False)
-            replies: list[Any] = []
-            # One deadline for the whole round trip: redis-py's per-reply timeout context was a
-            # third of a 13-reply poll's CPU.
-            async with asyncio.timeout(self.settings.redis_timeout_s):
-                for _ in range(count):
-                    try:
-                        replies.append(await conn.read_response(timeout=math.inf))
-                    except ResponseError as exc:  # the reply was read: the connection stays usable
-                        replies.append(exc)
-            broken = False
-            return replies
-        except TimeoutError as exc:
-            raise RedisTimeoutError(f"no reply within {self.settings.redis_timeout_s} s") from exc
-        finally:
-            if broken:  # a half-read reply would poison the next user; the idle ones may be dead too
-                dropped, self._idle = [conn, *self._idle], []  # swapped before any await: others keep going
-                for each in dropped:
-                    await each.disconnect()
-                    await self.redis.connection_pool.release(each)
-            elif self._waiting:  # a caller waits on the full pool: hand the connection over
-                await self.redis.connection_pool.release(conn)
-            else:
-                self._idle.append(conn)
-
-    async def _wire(self, commands: Sequence[tuple[Any, ...]], *, errors_as_values: bool = False) -> list[Any]:
-        """Send commands in one write and read every reply: one round trip without redis-py's
-        Pipeline overhead. Reconnects are retried under the client's Retry; an error reply raises
-        (or, with errors_as_values, comes back in its place)."""
-        packed = b"".join(pack_command(command) for command in commands)
+    async def _wire(self, commands: Sequence[tuple[Any, ...]], *, errors_as_values: bool = False,
+                    durable: bool = False, node: Any = None) -> list[Any]:
+        """Send commands in one write per node and read every reply (wire.py). Reconnects are
+        retried once; an error reply raises (or, with errors_as_values, comes back in its place).
+        `durable` writes wait for REDIS_WAIT_REPLICAS replicas; `node` targets one cluster node."""
+        wait = self.settings.redis_wait_replicas if durable else 0
 
         async def attempt() -> list[Any]:
-            return await self._send(packed, len(commands))
+            return await self.wire.send(commands, node=node, wait_replicas=wait, wait_ms=self.settings.wait_ms)
 
         try:
             replies = await _RESEND.call_with_retry(attempt, _no_op)
+        except NotReplicated as exc:
+            raise StoreUnavailable(f"storage unavailable: {exc}") from exc
         except RedisError as exc:
             self._health = (time.monotonic(), False)  # /readyz says so at once, not after its cache ages
             raise StoreUnavailable(f"storage unavailable: {type(exc).__name__}") from exc
@@ -181,52 +146,56 @@ class Store:
                     raise _store_error(reply)
         return replies
 
-    async def _eval_many(self, calls: Sequence[Call[T]]) -> list[T]:
+    async def _eval_many(self, calls: Sequence[Call[T]], *, durable: bool = False) -> list[T]:
         observer = Store.observer  # read on the class: an instance lookup would bind it as a method
         if observer is None or not calls:
-            return await self._run_scripts(calls)
+            return await self._run_scripts(calls, durable)
         start, ok = time.perf_counter(), False
         try:
-            out = await self._run_scripts(calls)
+            out = await self._run_scripts(calls, durable)
             ok = True
             return out
         finally:
             for name in dict.fromkeys(call.script for call in calls):
                 observer(name, time.perf_counter() - start, ok)
 
-    async def _run_scripts(self, calls: Sequence[Call[T]]) -> list[T]:
-        """Run scripts in one round trip, loading any Redis does not know (NOSCRIPT after a restart
-        or SCRIPT FLUSH) and running those again."""
+    async def _run_scripts(self, calls: Sequence[Call[T]], durable: bool) -> list[T]:
+        """Run scripts in one round trip (the wire loads any a node does not know and runs it again)."""
         if not calls:
             return []
-
-        def command(call: Call[T]) -> tuple[Any, ...]:
+        commands = []
+        for call in calls:
             script_keys = call.keys()
-            return ("EVALSHA", _SCRIPTS[call.script].sha, len(script_keys), *script_keys, *call.args())
+            commands.append(("EVALSHA", _SCRIPTS[call.script].sha, len(script_keys), *script_keys, *call.args()))
+        replies = await self._wire(commands, durable=durable)
+        return [call.decode(reply) for call, reply in zip(calls, replies, strict=True)]
 
-        replies = await self._wire([command(c) for c in calls], errors_as_values=True)
-        for _ in range(3):  # scripts can be flushed again between the load and the rerun
-            missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-            if not missing:
-                break
-            names = {calls[i].script for i in missing}
-            await self._wire([("SCRIPT", "LOAD", _SCRIPTS[name].source) for name in names])
-            again = await self._wire([command(calls[i]) for i in missing], errors_as_values=True)
-            for i, reply in zip(missing, again, strict=True):
-                replies[i] = reply
-        out = []
-        for call, reply in zip(calls, replies, strict=True):
-            if isinstance(reply, ResponseError):
-                raise _store_error(reply)
-            out.append(call.decode(reply))
-        return out
-
-    async def _eval(self, call: Call[T]) -> T:
-        [result] = await self._eval_many([call])
+    async def _eval(self, call: Call[T], *, durable: bool = False) -> T:
+        [result] = await self._eval_many([call], durable=durable)
         return result
 
+    async def start(self) -> None:
+        """Learn the cluster's slot map (nothing to learn on one Redis)."""
+        try:
+            await self.wire.start()
+        except RedisError as exc:
+            raise StoreUnavailable(f"storage unavailable: {type(exc).__name__}: {exc}") from exc
+
     async def ping(self) -> None:
-        await self._wire([("PING",)])
+        """Every master answers (one Redis: the one server); on a cluster, also reads cluster_state."""
+        if not self.settings.cluster:
+            await self._wire([("PING",)])
+            return
+        masters = await self.wire.masters()
+        replies = await asyncio.gather(*(self._wire([("CLUSTER", "INFO")], node=m) for m in masters),
+                                       return_exceptions=True)
+        answered = [text(r[0]) for r in replies if isinstance(r, list)]
+        if not answered:
+            self.cluster_state = None
+            raise StoreUnavailable("storage unavailable: no cluster master answers")
+        states = {line.partition(":")[2].strip() for info in answered for line in info.splitlines()
+                  if line.startswith("cluster_state:")}
+        self.cluster_state = "ok" if states == {"ok"} and len(answered) == len(masters) else "fail"
 
     async def healthy(self, max_age_s: float = HEALTH_MAX_AGE_S) -> bool:
         """Whether Redis answered a PING in the last max_age_s; concurrent callers share one PING
@@ -262,14 +231,15 @@ class Store:
     async def check_eviction(self) -> str | None:
         """A warning when Redis may evict this service's keys (they carry no TTL; derived data heals,
         but evicted messages are lost)."""
+        policies = set()
         try:
-            [reply] = await self._wire([("CONFIG", "GET", "maxmemory-policy")])
+            for node in await self.wire.masters():
+                [reply] = await self._wire([("CONFIG", "GET", "maxmemory-policy")], node=node)
+                policies.add(text(dict(pairs(reply)).get(b"maxmemory-policy", b"")))
         except (StoreUnavailable, Conflict):  # CONFIG is disabled on some managed Redis
             return None
         self.eviction_checked = True
-        found = dict(pairs(reply))
-        policy = text(found.get(b"maxmemory-policy", b""))
-        if policy in EVICTING_POLICIES:
+        for policy in sorted(policies & set(EVICTING_POLICIES))[:1]:
             self.eviction_warning = (f"Redis maxmemory-policy is {policy}: it may evict stored messages; "
                                      "use noeviction (deploy/redis.conf)")
             log.warning(self.eviction_warning)
@@ -291,15 +261,15 @@ class Store:
         )
 
     async def append_message(self, plan: AppendPlan) -> AppendResult:
-        return await self._eval(self.append_call(plan))
+        return await self._eval(self.append_call(plan), durable=True)
 
     async def append_messages(self, plans: Sequence[AppendPlan]) -> list[AppendResult]:
-        """Several appends in one round trip (operators' and the benchmark's bulk loads)."""
-        return await self._eval_many([self.append_call(plan) for plan in plans])
+        """Several appends in one round trip per node (operators' and the benchmark's bulk loads)."""
+        return await self._eval_many([self.append_call(plan) for plan in plans], durable=True)
 
     async def save_session_meta(self, key: str, data: bytes, *, only_new: bool = False) -> bool:
         """Store the bot's session metadata; with only_new, keep what is there. True if written."""
-        [done] = await self._wire([("SET", key, data, "NX") if only_new else ("SET", key, data)])
+        [done] = await self._wire([("SET", key, data, "NX") if only_new else ("SET", key, data)], durable=True)
         return done is not None and done is not False
 
     async def exists(self, key: str) -> bool:
@@ -335,7 +305,7 @@ class Store:
         return await self._eval(scripts.ReadMessage.build(partition, message_id))
 
     async def score_message(self, partition: Partition, message_id: str, score: int) -> bytes | None:
-        return await self._eval(scripts.ScoreMessage.build(partition, message_id, score))
+        return await self._eval(scripts.ScoreMessage.build(partition, message_id, score), durable=True)
 
     # -- queue ----------------------------------------------------------------------------------
 
@@ -357,17 +327,17 @@ class Store:
                     token: str = "") -> ClaimResult:
         return await self._eval(scripts.ClaimMessage.build(
             partition, mode, target=target, worker=worker, token=token,
-            timeout_ms=self.settings.claim_timeout_s * 1000))
+            timeout_ms=self.settings.claim_timeout_s * 1000), durable=True)
 
     async def requeue_expired(self, partitions: Iterable[Partition]) -> int:
         """Put expired claims back in line; returns how many."""
         timeout_ms = self.settings.claim_timeout_s * 1000
         results = await self._eval_many([scripts.ClaimMessage.build(p, "requeue", timeout_ms=timeout_ms)
-                                         for p in partitions])
+                                         for p in partitions], durable=True)
         return sum(r.requeued for r in results)
 
     async def complete(self, partition: Partition, message_id: str, token: str) -> CompleteResult:
-        return await self._eval(scripts.CompleteMessage.build(partition, message_id, token))
+        return await self._eval(scripts.CompleteMessage.build(partition, message_id, token), durable=True)
 
     async def pending_ids(self, limit: int) -> list[tuple[Partition, str]]:
         """The first `limit` pending ids across partitions, in queue order."""
@@ -391,17 +361,28 @@ class Store:
         builder = PageBuilder(positions, limit)
         stale = time.monotonic() - self._score_cache[0] > GLOBAL_SCORE_TTL_S
         requests = builder.requests()
-        commands: list[tuple[Any, ...]] = [("TIME",)]
-        commands += [self._feed_read(i, start, count) for i, start, count in requests]
+        # TIME goes first to each node holding feeds (one on a single Redis): the page holds
+        # nothing the slowest node's clock could still stamp.
+        groups = self.wire.group([self.partitions[i].feed for i, _, _ in requests])
+        commands: list[tuple[Any, ...]] = []
+        for group in groups:
+            commands.append(("TIME",))
+            commands += [self._feed_read(*requests[j]) for j in group]
         if stale:
             commands += self._score_reads()
         replies = await self._wire(commands)
-        seconds, micros = replies[0]
-        builder.set_bound(int(seconds) * 1000 + int(micros) // 1000)
-        for (i, _, _), reply in zip(requests, replies[1 : 1 + len(requests)], strict=True):
-            builder.take(i, scored(reply))
+        at, times = 0, []
+        taken: list[tuple[int, Any]] = []
+        for group in groups:
+            seconds, micros = replies[at]
+            times.append(int(seconds) * 1000 + int(micros) // 1000)
+            taken += zip(group, replies[at + 1 : at + 1 + len(group)], strict=True)
+            at += 1 + len(group)
+        builder.set_bound(min(times))
+        for j, reply in taken:
+            builder.take(requests[j][0], scored(reply))
         if stale:
-            self._cache_score(replies[1 + len(requests) :])
+            self._cache_score(replies[at:])
         while not builder.finish_round():
             requests = builder.requests()
             replies = await self._wire([self._feed_read(i, start, count) for i, start, count in requests])
@@ -418,8 +399,8 @@ class Store:
         p = self.partition_of(human_user, human_color)
         lex_start, lex_end = keys.session_pair_range(ai_user, ai_color)
         return await self._eval(scripts.ReadPair(
-            keys.conv_key(human_user, human_color, ai_user, ai_color), p.sessions(human_user, human_color),
-            lex_start, lex_end, keys.human_godmode_prefix(human_user, human_color), after + 1, limit,
+            keys.conv_key(human_user, human_color, ai_user, ai_color, p.key_suffix), p.sessions(human_user, human_color),
+            lex_start, lex_end, keys.human_godmode_prefix(human_user, human_color), p.key_suffix, after + 1, limit,
             "1" if ai_user.lower() == "godmode" else "0"))
 
     async def read_sessions(self, human_user: str, human_color: str, ai_user: str | None, ai_color: str | None,
@@ -479,25 +460,39 @@ class Store:
                 sum(int(r) for r in replies[2::3]))
 
     async def scan_page(self, pattern: str, cursor: str | None, count: int) -> tuple[str, list[str]]:
-        """One SCAN step: (next cursor, "0" when done; keys found)."""
-        [(following, found)] = await self._wire([("SCAN", cursor or 0, "MATCH", pattern, "COUNT", count)])
-        return text(following) if isinstance(following, bytes) else str(following), [text(k) for k in found]
+        """One SCAN step: (next cursor, "0" when done; keys found). On a cluster the cursor is
+        "<master>.<its cursor>", masters in name order: the scan walks each master in turn."""
+        masters = sorted(await self.wire.masters(), key=lambda node: "" if node is None else node.name)
+        at, _, node_cursor = (cursor or "0").rpartition(".")
+        index = int(at or 0)
+        if index >= len(masters):
+            return "0", []
+        [(following, found)] = await self._wire([("SCAN", node_cursor, "MATCH", pattern, "COUNT", count)],
+                                                node=masters[index])
+        following = int(following)
+        if following == 0:
+            index, following = index + 1, 0
+            if index == len(masters):
+                return "0", [text(k) for k in found]
+        return (f"{index}.{following}" if index else str(following)), [text(k) for k in found]
 
     async def scan(self, pattern: str, count: int = 1000) -> AsyncIterator[str]:
-        cursor: Any = 0
-        while True:
-            [(cursor, found)] = await self._wire([("SCAN", cursor, "MATCH", pattern, "COUNT", count)])
-            for key in found:
-                yield text(key)
-            if int(cursor) == 0:
-                return
+        """Every key matching `pattern`, on every master."""
+        for node in await self.wire.masters():
+            cursor: Any = 0
+            while True:
+                [(cursor, found)] = await self._wire([("SCAN", cursor, "MATCH", pattern, "COUNT", count)], node=node)
+                for key in found:
+                    yield text(key)
+                if int(cursor) == 0:
+                    break
 
     async def purge(self) -> int:
         """Delete everything this service stored: each partition wholesale in one atomic step (so
         counts stay exact under traffic), then session metadata and stray message keys by SCAN."""
         deleted = sum(await self._eval_many([scripts.PurgePartition.build(p) for p in self.partitions]))
         async for key in self.scan(keys.SESSION_META_PREFIX + "*"):
-            deleted += (await self._wire([("UNLINK", key)]))[0]
+            deleted += await self._unlink([key])
         # What purge_partition could not find (its index was lost) goes too, unless a write after the
         # purge indexed it: keys written since are counted and stay (purge_stray checks atomically).
         async for key in self.scan("sessions:*"):
@@ -508,11 +503,13 @@ class Store:
         for pattern in keys.MESSAGE_PATTERNS:
             async for key in self.scan(pattern):
                 try:
-                    p = self.partition_of(*keys.message_key_human(key))
+                    home: Partition | None = self.partition_of(*keys.message_key_human(key))
                 except ValueError:  # not a name this service writes: nothing can index it
-                    deleted += (await self._wire([("UNLINK", key)]))[0]
+                    home = None
+                if home is None or not key.endswith(home.key_suffix):  # on a cluster, only a tagged key shares its slot
+                    deleted += await self._unlink([key])
                     continue
-                deleted += await self._eval(scripts.PurgeStray(key, p.sizes, ""))
+                deleted += await self._eval(scripts.PurgeStray(key, home.sizes, ""))
         return deleted
 
     async def rebuild_indexes(self, target: tuple[Partition, ...] | None = None) -> dict[str, int]:
@@ -525,6 +522,11 @@ class Store:
         """
         old, new = self.partitions, target or self.partitions
         count = len(new)
+        if self.settings.cluster and count != len(old):
+            # Message keys carry their partition's hash tag on a cluster: a new count means new key
+            # names in other slots, which no atomic RENAME can reach.
+            raise ConfigError("invalid configuration: repartition is not supported with REDIS_MODE=cluster; "
+                              "keep PARTITIONS as recorded (12 spreads over 1, 2, 3, 4, 6 or 12 masters)")
         clocks: list[int] = []
         contexts: dict[str, bytes] = {}
         claims: dict[str, bytes] = {}
@@ -537,8 +539,7 @@ class Store:
         sessions = [key async for key in self.scan("sessions:*")]
         # Contexts go last: a rebuild cut short can run again without losing them.
         stale = [k for p in {*old, *new} for k in p.own_keys() if k not in (p.contexts, p.claims)] + sessions
-        for i in range(0, len(stale), 500):
-            await self._wire([("UNLINK", *stale[i : i + 500])])
+        await self._unlink(stale)
 
         totals = {"convKeys": 0, "godmodeKeys": 0, "messages": 0, "bytes": 0}
         for kind in (keys.CONV, keys.GODMODE):
@@ -548,10 +549,12 @@ class Store:
                 if text(key_type) != "zset":
                     continue
                 human_user, human_color = keys.message_key_human(key)
-                p = keys.partition_of(human_user, human_color, count)
+                p = keys.partition_of(human_user, human_color, count, self.settings.cluster)
+                if not key.endswith(p.key_suffix):  # a cluster key outside its partition's slot: not ours
+                    continue
                 member = ""
                 if kind == keys.GODMODE:
-                    member = keys.session_member(*key.split(":")[3:6])
+                    member = keys.session_member(*keys.untagged(key).split(":")[3:6])
                 batch.append(scripts.IndexKey.build(p, key, kind, human_user, human_color, member,
                                                     self.settings.feed_window))
                 if len(batch) >= 100:
@@ -559,7 +562,8 @@ class Store:
                     batch = []
             await self._index(batch, totals, kind)
 
-        commands: list[tuple[Any, ...]] = [("UNLINK", *{k for p in (*old, *new) for k in (p.contexts, p.claims)})]
+        await self._unlink(list({k for p in (*old, *new) for k in (p.contexts, p.claims)}))
+        commands: list[tuple[Any, ...]] = []
         for p in new:
             indexed_clock, waiting, busy = await self._wire([("HGET", p.meta, "clock"), ("ZRANGE", p.pending, 0, -1),
                                                              ("ZRANGE", p.processing, 0, -1)])
@@ -574,8 +578,15 @@ class Store:
             await self._wire(commands[i : i + 500])
         if target is not None:
             await self._wire([("SET", keys.PARTITIONS_KEY, count)])
-        stats = await Store(self.redis, _with_partitions(self.settings, count)).stats()
+        stats = await Store(self.redis, _with_partitions(self.settings, count), self.wire).stats()
         return {**totals, "globalScore": stats.get("globalScore", 0), "partitions": count}
+
+    async def _unlink(self, names: Sequence[str]) -> int:
+        """UNLINK one key per command (a cluster routes each to its slot), 500 per round trip."""
+        deleted = 0
+        for i in range(0, len(names), 500):
+            deleted += sum(await self._wire([("UNLINK", name) for name in names[i : i + 500]]))
+        return deleted
 
     async def _index(self, batch: list[scripts.IndexKey], totals: dict[str, int], kind: str) -> None:
         for messages, size in await self._eval_many(batch):
@@ -583,6 +594,21 @@ class Store:
                 totals[kind + "Keys"] += 1
                 totals["messages"] += messages
                 totals["bytes"] += size
+
+
+def _pool_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "max_connections": settings.redis_max_connections,
+        "timeout": settings.redis_timeout_s,
+        "socket_timeout": settings.redis_timeout_s,
+        "socket_connect_timeout": settings.redis_timeout_s,
+        "health_check_interval": 30,
+        "protocol": 3,  # maps and doubles arrive typed: scores need no parsing on the poll path
+        # Only reconnects are retried: every write carries an id, so a replay is idempotent.
+        # Retrying timeouts too made a stalled Redis hold a request for 4 x REDIS_TIMEOUT_S.
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3, supported_errors=(RedisConnectionError,)),
+        "retry_on_error": [RedisConnectionError],
+    }
 
 
 def pairs(reply: Any) -> list[Any]:
@@ -637,6 +663,7 @@ async def open_store(settings: Settings, attempts: int = 5, delay_s: float = 0.5
     try:
         for attempt in range(1, attempts + 1):
             try:
+                await store.start()
                 await store.ping()
                 break
             except StoreUnavailable:

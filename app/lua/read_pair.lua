@@ -6,13 +6,13 @@
 -- KEYS[1]  conv        conv:{hU}:{hC}:{aU}:{aC}
 -- KEYS[2]  sessions    sessions:{p}:{hU}:{hC}     zset, members "{aU}:{aC}:{sid}" at score 0
 -- ARGV: lex_start ('[{aU}:{aC}:'), lex_end ('({aU}:{aC};', ';' sorts right after ':'),
--- key_prefix ('godmode:{hU}:{hC}:'), min_score (after + 1: timestamps are whole ms), limit,
+-- key_prefix ('godmode:{hU}:{hC}:'), key_suffix ('' or, on a cluster, the partition's tag), min_score (after + 1: timestamps are whole ms), limit,
 -- with_sessions ('1' = merge the pair's God Mode sessions)
 --
 -- Returns the last `limit` message JSONs with timestamp > after, oldest first.
 
 local conv, sessions = unpack(KEYS)
-local lex_start, lex_end, key_prefix, min_score, limit, with_sessions = unpack(ARGV)
+local lex_start, lex_end, key_prefix, key_suffix, min_score, limit, with_sessions = unpack(ARGV)
 limit = tonumber(limit)
 local before = '(' .. int_s(time_ms())
 
@@ -27,7 +27,7 @@ end
 take(conv)
 if with_sessions == '1' then
   for _, member in ipairs(redis.call('ZRANGE', sessions, lex_start, lex_end, 'BYLEX')) do
-    take(key_prefix .. member)
+    take(key_prefix .. member .. key_suffix)
   end
 end
 

@@ -1,0 +1,301 @@
+"""How commands reach Redis: one server, or a Redis Cluster. Only store.py uses this module.
+
+A batch of commands goes out in one write per node and every reply is read back in order, error
+replies in their place. Scripts are sent by EVALSHA; a node that answers NOSCRIPT (restarted,
+SCRIPT FLUSH, a freshly promoted replica) gets the source and the command again.
+
+Cluster mode routes each command by its key's slot, through the slot map of redis-py's
+RedisCluster; a keyless command (TIME, SCRIPT LOAD) goes to the node of the next keyed command,
+or of the previous one at the end of a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from hiredis import pack_command
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import AskError, MovedError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+Command = tuple[Any, ...]
+log = logging.getLogger("godmode_store")
+
+_KEYLESS = frozenset({b"TIME", b"PING", b"SCRIPT", b"CONFIG", b"SCAN", b"WAIT", b"INFO", b"CLUSTER", b"ASKING",
+                      b"DBSIZE"})
+TOPOLOGY_REFRESH_S = 0.5  # at most one CLUSTER SLOTS per worker this often while a node is failing
+
+
+class NotReplicated(RedisError):
+    """A write was applied on its master, but fewer replicas than REDIS_WAIT_REPLICAS acknowledged it."""
+
+
+class Link:
+    """Connections to one Redis server, created and bounded by a redis-py pool.
+
+    Idle connections are kept here rather than handed back to the pool after each round trip: its
+    checkout (lock, liveness probe, two observability hooks) cost more CPU than the round trip."""
+
+    def __init__(self, pool: Any, timeout_s: float) -> None:
+        self.pool = pool
+        self.timeout_s = timeout_s
+        self._idle: list[Any] = []
+        self._waiting = 0  # callers waiting on the pool for a connection
+
+    async def send(self, packed: bytes, count: int) -> list[Any]:
+        if self._idle:
+            conn = self._idle.pop()
+        else:
+            self._waiting += 1
+            try:
+                conn = await self.pool.get_connection()
+            finally:
+                self._waiting -= 1
+        broken = True
+        try:
+            await conn.send_packed_command(packed, check_health=False)
+            replies: list[Any] = []
+            # One deadline for the whole round trip: redis-py's per-reply timeout context was a
+            # third of a 13-reply poll's CPU.
+            async with asyncio.timeout(self.timeout_s):
+                for _ in range(count):
+                    try:
+                        replies.append(await conn.read_response(timeout=math.inf))
+                    except ResponseError as exc:  # the reply was read: the connection stays usable
+                        replies.append(exc)
+            broken = False
+            return replies
+        except TimeoutError as exc:
+            raise RedisTimeoutError(f"no reply within {self.timeout_s} s") from exc
+        finally:
+            if broken:  # a half-read reply would poison the next user; the idle ones may be dead too
+                dropped, self._idle = [conn, *self._idle], []  # swapped before any await: others keep going
+                for each in dropped:
+                    await each.disconnect()
+                    await self.pool.release(each)
+            elif self._waiting:  # a caller waits on the full pool: hand the connection over
+                await self.pool.release(conn)
+            else:
+                self._idle.append(conn)
+
+    async def close(self) -> None:
+        while self._idle:
+            await self.pool.release(self._idle.pop())
+        await self.pool.disconnect()
+
+
+def _wait_command(replicas: int, timeout_ms: int) -> Command:
+    return ("WAIT", replicas, timeout_ms)
+
+
+def _check_wait(reply: Any, replicas: int) -> None:
+    if isinstance(reply, ResponseError):
+        raise reply
+    if int(reply) < replicas:
+        raise NotReplicated(f"write acknowledged by {int(reply)} of {replicas} replicas")
+
+
+def _packed(commands: Sequence[Command]) -> bytes:
+    return b"".join(pack_command(command) for command in commands)
+
+
+async def _send_with_scripts(link: Link, commands: Sequence[Command], scripts: Mapping[str, bytes]) -> list[Any]:
+    replies = await link.send(_packed(commands), len(commands))
+    for _ in range(3):  # scripts can be flushed again between the load and the rerun
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if not missing:
+            break
+        shas = dict.fromkeys(str(commands[i][1]) for i in missing)
+        again = [("SCRIPT", "LOAD", scripts[sha]) for sha in shas] + [commands[i] for i in missing]
+        answers = await link.send(_packed(again), len(again))
+        for loaded in answers[: len(shas)]:
+            if isinstance(loaded, ResponseError):
+                raise loaded
+        for i, reply in zip(missing, answers[len(shas) :], strict=True):
+            replies[i] = reply
+    return replies
+
+
+class ServerWire:
+    """One Redis server (standalone mode)."""
+
+    mode = "standalone"
+
+    def __init__(self, client: aioredis.Redis, timeout_s: float, scripts: Mapping[str, bytes]) -> None:
+        self.client = client
+        self.link = Link(client.connection_pool, timeout_s)
+        self.scripts = scripts
+
+    async def send(self, commands: Sequence[Command], *, node: Any = None, wait_replicas: int = 0,
+                   wait_ms: int = 0) -> list[Any]:
+        if not wait_replicas:
+            return await _send_with_scripts(self.link, commands, self.scripts)
+        replies = await _send_with_scripts(self.link, [*commands, _wait_command(wait_replicas, wait_ms)], self.scripts)
+        _check_wait(replies.pop(), wait_replicas)
+        return replies
+
+    def group(self, keys: Sequence[str]) -> list[list[int]]:
+        """Indexes of `keys`, grouped by the node that holds them: one group here."""
+        return [list(range(len(keys)))]
+
+    async def start(self) -> None:
+        return None
+
+    async def masters(self) -> list[Any]:
+        return [None]
+
+    async def close(self) -> None:
+        await self.link.close()
+        await self.client.aclose()
+
+
+class ClusterWire:
+    """A Redis Cluster: redis-py's RedisCluster keeps the slot map; each node gets a Link."""
+
+    mode = "cluster"
+
+    def __init__(self, cluster: RedisCluster, pool_for: Any, timeout_s: float, scripts: Mapping[str, bytes]) -> None:
+        self.cluster = cluster
+        self.pool_for = pool_for  # (host, port) -> a redis-py connection pool for that node
+        self.timeout_s = timeout_s
+        self.scripts = scripts
+        self.links: dict[str, Link] = {}
+        self._started = False
+        self._refreshed_at = -math.inf
+        self._refresh: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Read the slot map (CLUSTER SLOTS); later commands route by it."""
+        if not self._started:
+            await self.cluster.initialize()
+            self._started = True
+
+    def _link(self, node: ClusterNode) -> Link:
+        link = self.links.get(node.name)
+        if link is None:
+            link = self.links[node.name] = Link(self.pool_for(node.host, int(node.port)), self.timeout_s)
+        return link
+
+    def node_of(self, key: str | bytes) -> ClusterNode:
+        return self.cluster.nodes_manager.get_node_from_slot(key_slot(key.encode() if isinstance(key, str) else key))
+
+    def _route(self, commands: Sequence[Command]) -> dict[str, tuple[ClusterNode, list[int]]]:
+        nodes: list[ClusterNode | None] = []
+        for command in commands:
+            name = command[0].upper().encode() if isinstance(command[0], str) else command[0].upper()
+            if name in (b"EVALSHA", b"EVAL"):
+                key = command[3] if int(command[2]) else None
+            elif name in _KEYLESS:
+                key = None
+            else:
+                key = command[1]
+            nodes.append(None if key is None else self.node_of(key))
+        following: ClusterNode | None = None
+        for i in range(len(nodes) - 1, -1, -1):  # a keyless command goes with the next keyed one
+            if nodes[i] is None:
+                nodes[i] = following
+            else:
+                following = nodes[i]
+        previous: ClusterNode | None = None
+        for i, found in enumerate(nodes):  # ... or the previous one at the end of a batch
+            if found is None:
+                nodes[i] = previous
+            previous = nodes[i]
+        batches: dict[str, tuple[ClusterNode, list[int]]] = {}
+        for i, found in enumerate(nodes):
+            target = found or self.cluster.get_primaries()[0]
+            batches.setdefault(target.name, (target, []))[1].append(i)
+        return batches
+
+    async def send(self, commands: Sequence[Command], *, node: ClusterNode | None = None, wait_replicas: int = 0,
+                   wait_ms: int = 0) -> list[Any]:
+        if not self._started:
+            await self.start()
+        if node is not None:
+            batches = {node.name: (node, list(range(len(commands))))}
+        else:
+            batches = self._route(commands)
+        replies: list[Any] = [None] * len(commands)
+
+        async def one(target: ClusterNode, indexes: list[int]) -> None:
+            batch = [commands[i] for i in indexes]
+            if wait_replicas:
+                batch.append(_wait_command(wait_replicas, wait_ms))
+            try:
+                answers = await _send_with_scripts(self._link(target), batch, self.scripts)
+            except (RedisConnectionError, RedisTimeoutError):
+                self.refresh_soon()
+                raise
+            if wait_replicas:
+                _check_wait(answers.pop(), wait_replicas)
+            for i, answer in zip(indexes, answers, strict=True):
+                replies[i] = answer
+
+        if len(batches) == 1:
+            [(target, indexes)] = batches.values()
+            await one(target, indexes)
+        else:
+            await _gather(*(one(target, indexes) for target, indexes in batches.values()))
+        moved = [i for i, reply in enumerate(replies) if isinstance(reply, (MovedError, AskError))]
+        if moved and node is None:  # a slot changed hands (failover, resharding): ask again once
+            await self.refresh(force=True)
+            again = await self.send([commands[i] for i in moved], wait_replicas=wait_replicas, wait_ms=wait_ms)
+            for i, reply in zip(moved, again, strict=True):
+                replies[i] = reply
+        return replies
+
+    def group(self, keys: Sequence[str]) -> list[list[int]]:
+        groups: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            groups.setdefault(self.node_of(key).name, []).append(i)
+        return list(groups.values())
+
+    async def masters(self) -> list[ClusterNode]:
+        await self.start()
+        return list(self.cluster.get_primaries())
+
+    def refresh_soon(self) -> None:
+        """Re-read the slot map in the background (a node failed: its replica may be promoted)."""
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.get_running_loop().create_task(self.refresh())
+
+    async def refresh(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._refreshed_at < TOPOLOGY_REFRESH_S:
+            return
+        self._refreshed_at = time.monotonic()
+        try:
+            await self.cluster.nodes_manager.initialize()
+        except RedisError as exc:
+            log.warning("cluster topology refresh failed: %r", exc)
+
+    async def close(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+        for link in self.links.values():
+            await link.close()
+        await self.cluster.aclose()
+
+
+async def _gather(*jobs: Any) -> None:
+    """Run every job to the end (no reply left half-read), then raise the first failure."""
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+def node_url(url: str, host: str, port: int) -> str:
+    """`url` pointed at another node: same scheme, credentials and options."""
+    parts = urlsplit(url)
+    credentials = parts.netloc.rpartition("@")[0]
+    netloc = f"{credentials}@{host}:{port}" if credentials else f"{host}:{port}"
+    return urlunsplit((parts.scheme, netloc, "/0", parts.query, parts.fragment))
