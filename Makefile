@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 QUICK  ?=
 
-.PHONY: run test unit integration bench soak lint clean
+.PHONY: run test unit integration cluster bench soak lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ unit: $(VENV)/.test
 
 integration: $(VENV)/.test
 	$(PY) -m pytest -q tests/integration
+
+cluster: $(VENV)/.test
+	$(PY) -m pytest -q -m cluster tests/cluster
 
 bench: $(VENV)/.bench
 	scripts/need-wrk.sh
