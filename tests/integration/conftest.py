@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -22,6 +22,12 @@ def rdb(redis_server: RedisServer) -> redis.Redis:
     client = redis.Redis(port=redis_server.port)
     client.flushdb()  # our own server: nothing here was created by anyone else
     return client
+
+
+@pytest.fixture
+def keyname() -> Callable[[str], str]:
+    """A message key as this Redis holds it: on one Redis, the name itself (cluster: tests/cluster)."""
+    return lambda name: name
 
 
 @pytest.fixture

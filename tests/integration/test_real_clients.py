@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -156,7 +157,8 @@ def test_bot_loop_processes_every_human_message_exactly_once(http: httpx.Client,
     assert all(m["botParams"]["status"] == "complete" for m in messages if m["message-type"] == "human")
 
 
-def test_full_god_mode_session_as_the_bot_posts_it(http: httpx.Client, service: Any, rdb: redis.Redis) -> None:
+def test_full_god_mode_session_as_the_bot_posts_it(http: httpx.Client, service: Any, rdb: redis.Redis,
+                                                  keyname: Callable[[str], str]) -> None:
     question = godmode_question("What is consciousness?", domain="saywhatwant.app")
     ok(http.post("/api/comments", json=question))
     claim = ok(http.post("/api/queue/claim-next", json={"workerId": "godmode-worker"}))
@@ -175,7 +177,7 @@ def test_full_god_mode_session_as_the_bot_posts_it(http: httpx.Client, service: 
         "success": True, "sessionKey": f"godmode-session:{session_id}", "messageCount": 34}
     assert ok(http.post("/api/queue/complete", json={"messageId": question["id"]})) == {"success": True}
 
-    key = f"godmode:{HUMAN}:{HUMAN_COLOR}:{GODMODE}:{GODMODE_COLOR}:{session_id}"
+    key = keyname(f"godmode:{HUMAN}:{HUMAN_COLOR}:{GODMODE}:{GODMODE_COLOR}:{session_id}")
     assert list(rdb.scan_iter(match=f"godmode:{HUMAN}:{HUMAN_COLOR}:{GODMODE}:{GODMODE_COLOR}:*")) == [key.encode()]
     assert rdb.zcard(key) == 34
     one = ok(http.get(f"/api/godmode-session/{session_id}", params={"humanUsername": HUMAN, "humanColor": HUMAN_COLOR}))

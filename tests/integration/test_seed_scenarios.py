@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -36,13 +37,13 @@ def run_session(http: httpx.Client, session_id: str, entities: int = 6, **kw: An
     return question, ids
 
 
-def test_1_session_isolation(http: httpx.Client, rdb: redis.Redis) -> None:
+def test_1_session_isolation(http: httpx.Client, rdb: redis.Redis, keyname: Callable[[str], str]) -> None:
     run_session(http, "1762985133459-fswhr02")
-    key1 = f"godmode:{PAIR}:1762985133459-fswhr02"
+    key1 = keyname(f"godmode:{PAIR}:1762985133459-fswhr02")
     before = rdb.zrange(key1, 0, -1)
     assert len(before) == 9
     run_session(http, "1762985434567-abc123x")
-    key2 = f"godmode:{PAIR}:1762985434567-abc123x"
+    key2 = keyname(f"godmode:{PAIR}:1762985434567-abc123x")
     assert len(rdb.zrange(key2, 0, -1)) == 9
     assert rdb.zrange(key1, 0, -1) == before  # session 1 unchanged
     assert sorted(rdb.scan_iter(match=f"godmode:{PAIR}:*")) == sorted([key1.encode(), key2.encode()])
@@ -86,18 +87,18 @@ def test_4_global_polling_mixes_godmode_and_normal(http: httpx.Client) -> None:
     assert stamps == sorted(stamps)
 
 
-def test_5_backward_compatibility(http: httpx.Client, rdb: redis.Redis) -> None:
+def test_5_backward_compatibility(http: httpx.Client, rdb: redis.Redis, keyname: Callable[[str], str]) -> None:
     q = human()
-    assert ok(http.post("/api/comments", json=q))["key"] == f"conv:{HUMAN}:{HUMAN_COLOR}:{ETERNAL}:{ETERNAL_COLOR}"
+    conv = keyname(f"conv:{HUMAN}:{HUMAN_COLOR}:{ETERNAL}:{ETERNAL_COLOR}")
+    assert ok(http.post("/api/comments", json=q))["key"] == conv
     # Rolling window: the newest 300 stay.
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: ok(http.post("/api/comments", json=ai_reply(q["id"], f"r{i}"))), range(310)))
-    conv = f"conv:{HUMAN}:{HUMAN_COLOR}:{ETERNAL}:{ETERNAL_COLOR}"
     assert rdb.zcard(conv) == 300
     assert q["id"].encode() in rdb.zrange(conv, 0, 0)[0]  # still pending: never trimmed
     # A legacy God Mode message (no sessionId) stays in the pair's conv: key and is still read.
     legacy = ai_reply(q["id"], "legacy god mode answer", user=GODMODE, color=GODMODE_COLOR, entity="god-mode")
-    assert ok(http.post("/api/comments", json=legacy))["key"] == f"conv:{PAIR}"
+    assert ok(http.post("/api/comments", json=legacy))["key"] == keyname(f"conv:{PAIR}")
     run_session(http, "s-new")
     time.sleep(0.005)  # reads hold back the current millisecond (README: the poll)
     view = http.get("/api/conversation", params=GOD_PAIR_QUERY).json()

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import redis
 
+from app.keys import untagged
 from tests.helpers import ETERNAL, ETERNAL_COLOR, GODMODE, GODMODE_COLOR, locate, stored
 from tests.redis_server import RedisServer
 from tests.service import Service
@@ -255,7 +256,7 @@ class Writers:
         if r.status_code != 200:
             return None  # already listed in tally.bad
         data = r.json()
-        if data["id"] != body["id"] or data["key"] != planned.key or data["status"] not in ("success", "duplicate"):
+        if data["id"] != body["id"] or untagged(data["key"]) != planned.key or data["status"] not in ("success", "duplicate"):
             self.tally.bad.append(f"POST {body['id']} answered {data}, expected key {planned.key}")
             return None
         ack = Ack(body["id"], data["timestamp"], data["key"], body["text"], planned.pair)
