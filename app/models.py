@@ -338,7 +338,7 @@ def pair_query(params: Mapping[str, str], *, ai_required: bool = True) -> tuple[
 
 def session_summary(human_user: str, human_color: str, row: SessionRow) -> dict[str, Any]:
     ai_user, ai_color, session_id = row.member.split(":", 2)
-    first, last = decode(row.first), decode(row.last)
+    first = decode(row.first)
     meta = decode(row.meta) if row.meta else {}
     if first.get("message-type") == "human":
         question = first.get("text")
@@ -354,7 +354,7 @@ def session_summary(human_user: str, human_color: str, row: SessionRow) -> dict[
         "aiUsername": ai_user,
         "aiColor": ai_color,
         "firstTimestamp": first.get("timestamp"),
-        "lastTimestamp": last.get("timestamp"),
+        "lastTimestamp": row.last_timestamp,
         "messageCount": row.count,
         "bytes": row.byte_count,
         "question": question,
