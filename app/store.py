@@ -39,6 +39,7 @@ log = logging.getLogger("godmode_store")
 _RESEND = Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,))
 GLOBAL_SCORE_TTL_S = 1.0  # polls show a globalScore at most this old; summing it costs a read per partition
 HEALTH_MAX_AGE_S = 1.0  # /readyz answers from a PING at most this old: probes every few seconds never wait
+ROW_BYTES_WEIGHT = 0.5  # the newest page's mean row size counts half: a few polls follow a change of sizes
 EVICTING_POLICIES = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
 
 
@@ -86,6 +87,7 @@ class Store:
         self.settings = settings
         self.partitions = keys.partitions(settings.partitions)
         self._score_cache: tuple[float, int] = (-1.0, 0)
+        self._row_bytes: float | None = None  # recent feed rows' mean size: bounds a poll's first reads
         self.eviction_warning: str | None = None
         self.eviction_checked = False
         self._idle: list[Any] = []  # connections between round trips (see _send)
@@ -391,7 +393,7 @@ class Store:
     async def read_feed(self, positions: tuple[int, ...], limit: int, type_mark: bytes | None) -> FeedPage:
         """One page of the global poll: native reads of each partition's feed, one round trip
         (rarely more, see feed.py), plus the summed globalScore when the cached one is stale."""
-        builder = PageBuilder(positions, limit)
+        builder = PageBuilder(positions, limit, row_bytes=self._row_bytes)
         stale = time.monotonic() - self._score_cache[0] > GLOBAL_SCORE_TTL_S
         requests = builder.requests()
         commands: list[tuple[Any, ...]] = [("TIME",)]
@@ -410,6 +412,10 @@ class Store:
             replies = await self._wire([self._feed_read(i, start, count) for i, start, count in requests])
             for (i, _, _), reply in zip(requests, replies, strict=True):
                 builder.take(i, scored(reply))
+        if builder.read_rows:  # what the next polls expect a row to weigh (see feed.py)
+            mean = builder.read_bytes / builder.read_rows
+            seen = self._row_bytes
+            self._row_bytes = mean if seen is None else ROW_BYTES_WEIGHT * mean + (1 - ROW_BYTES_WEIGHT) * seen
         return FeedPage(builder.page(type_mark), self._score_cache[1])
 
     def _feed_read(self, index: int, start: str, count: int) -> tuple[Any, ...]:
