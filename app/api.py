@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import metrics, models, ops, queue
+from . import metrics, models, ops, queue, sessions
 from .config import Settings
 from .errors import AppError, Forbidden, NotFound, PayloadTooLarge, StoreUnavailable, Unauthorized, UnsupportedMediaType
 from .feed import encode_cursor
@@ -135,13 +135,12 @@ async def get_conversation(request: Request) -> Response:
 async def _one_session(request: Request, session_id: str) -> Response:
     session_id = models.ident(session_id, "sessionId")
     human_user, human_color, ai_user, ai_color = models.pair_query(request.query_params, ai_required=False)
-    rows = await _store(request).read_sessions(human_user, human_color, ai_user, ai_color, session_id, with_messages=True)
-    if not rows:
+    row = await _store(request).read_session(human_user, human_color, ai_user, ai_color, session_id)
+    if row is None:
         raise NotFound(f"no God Mode session {session_id} for {human_user}:{human_color}", sessionId=session_id)
-    row = rows[-1]
     messages = row.messages or []
     body = b'{"session":' + encode(models.session_summary(human_user, human_color, row)) + b',"messages":['
-    body += b",".join(messages) + b'],"messageCount":%d}' % len(messages)
+    body += b",".join(messages) + b'],"messageCount":%d,"truncated":%s}' % (len(messages), _BOOL[row.truncated])
     return Response(body, media_type=JSON)
 
 
@@ -154,11 +153,13 @@ async def get_godmode_session(request: Request) -> Response:
 
 
 async def list_godmode_sessions(request: Request) -> Response:
-    human_user, human_color, ai_user, ai_color = models.pair_query(request.query_params, ai_required=False)
-    rows = await _store(request).read_sessions(human_user, human_color, ai_user, ai_color)
-    sessions = [models.session_summary(human_user, human_color, row) for row in rows]
-    sessions.sort(key=lambda s: s["firstTimestamp"] or 0, reverse=True)
-    return json_response({"sessions": sessions, "total": len(sessions)})
+    params = request.query_params
+    human_user, human_color, ai_user, ai_color = models.pair_query(params, ai_required=False)
+    limit = models.query_int(params, "limit", sessions.PAGE_DEFAULT, 1, sessions.PAGE_MAX)
+    after = sessions.cursor_query(params)
+    page = await _store(request).list_sessions(human_user, human_color, ai_user, ai_color, limit, after)
+    return json_response({"sessions": [models.session_summary(human_user, human_color, row) for row in page.rows],
+                          "total": page.total, "cursor": sessions.encode_cursor(*page.next) if page.next else None})
 
 
 async def post_godmode_session(request: Request) -> Response:

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 from . import keys, legacy, models, ops
 from .config import ConfigError, load_settings
 from .errors import AppError
+from .scripts import SessionRow
+from .sessions import PAGE_MAX
 from .store import Store, open_store, recorded_partitions
 
 DESTRUCTIVE = ("rebuild-indexes", "repartition", "import-legacy")
@@ -61,8 +63,15 @@ async def _sessions(store: Store, args: argparse.Namespace) -> int:
         ai_user, _, ai_color = args.ai.partition(":")
         models.key_part(ai_user, "ai")
         models.key_part(ai_color, "ai")
-    rows = await store.read_sessions(human_user, human_color, ai_user, ai_color)
-    for row in sorted(rows, key=lambda r: models.decode(r.first)["timestamp"]):
+    rows: list[SessionRow] = []
+    after = None
+    while True:  # every page, newest first; printed oldest first
+        page = await store.list_sessions(human_user, human_color, ai_user, ai_color, PAGE_MAX, after)
+        rows += page.rows
+        if page.next is None:
+            break
+        after = page.next
+    for row in reversed(rows):
         s = models.session_summary(human_user, human_color, row)
         print(f"{s['key']}\t{s['messageCount']} messages\t{s['bytes']} bytes\t{s['question']!r}")
     return 0

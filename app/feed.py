@@ -10,7 +10,13 @@ time, so a follower that resumes at the page's end misses nothing.
 Each round reads at most `want` rows per partition; a partition with more rows is complete only
 up to just before its last row's timestamp, and the page may only hold rows up to the lowest such
 limit. Most pages need one round; when a partition far busier than the rest leaves the page under
-half full, it gets a second, larger read.
+half full (in rows and in bytes), it gets a second, larger read.
+
+What a page reads is bounded by its byte budget too, using message sizes seen: the first round
+asks each partition for no more rows than the budget holds at the sizes of recent pages
+(`row_bytes`, which Store keeps), and a second read grows only as far as the budget holds at the
+sizes that partition just returned (never below the first read, so a long run of one timestamp
+still gets past).
 """
 
 from __future__ import annotations
@@ -62,10 +68,17 @@ class Page:
 
 
 class PageBuilder:
-    def __init__(self, positions: tuple[int, ...], limit: int, max_bytes: int = MAX_PAGE_BYTES) -> None:
+    def __init__(self, positions: tuple[int, ...], limit: int, max_bytes: int = MAX_PAGE_BYTES,
+                 row_bytes: float | None = None) -> None:
         self.limit = limit
         self.max_bytes = max_bytes
-        want = max(4, math.ceil(WANT_SHARE * limit / len(positions)))
+        share = WANT_SHARE * limit / len(positions)
+        if row_bytes:  # big messages: the budget fills with fewer rows than `limit`
+            share = min(share, WANT_SHARE * max_bytes / (row_bytes * len(positions)))
+        want = max(4, math.ceil(share))
+        self.first_want = want
+        self.read_rows = 0
+        self.read_bytes = 0
         # Scores are timestamp + seq/1024 (lua/_lib.lua): "timestamp > p" is the inclusive min p + 1.
         self.lanes = [_Lane(p, str(p + 1), want) for p in positions]
         self.bound = math.inf
@@ -85,11 +98,17 @@ class PageBuilder:
         """A ZRANGE ... WITHSCORES reply as (member, score) pairs, ascending, for one lane."""
         lane = self.lanes[index]
         cap = self.bound
+        size = sum(len(member) for member, _ in scored)
+        self.read_rows += len(scored)
+        self.read_bytes += size
         if len(scored) > lane.want:
             edge = int(scored[-1][1])
             lane.safe = edge - 1
             lane.start = str(edge)  # inclusive: the run at the edge is read again whole
-            lane.want *= 4
+            grow = lane.want * 4
+            if int(scored[0][1]) < edge:  # rows were taken: read on only as far as the budget holds
+                grow = min(grow, max(self.first_want, math.ceil(self.max_bytes * len(scored) / max(size, 1))))
+            lane.want = grow
             cap = min(cap, edge - 1)
         else:
             lane.safe = math.inf
@@ -109,7 +128,10 @@ class PageBuilder:
         limit_at = self._complete_to()
         if limit_at >= self.bound or self.rounds >= MAX_ROUNDS:
             return True
-        return sum(bisect_right(lane.rows, limit_at, key=_TS) for lane in self.lanes) * 2 >= self.limit
+        complete = [lane.rows[: bisect_right(lane.rows, limit_at, key=_TS)] for lane in self.lanes]
+        if sum(map(len, complete)) * 2 >= self.limit:
+            return True
+        return sum(len(member) for rows in complete for _, member in rows) * 2 >= self.max_bytes
 
     def _complete_to(self) -> float:
         return min(self.bound, *(lane.safe for lane in self.lanes))

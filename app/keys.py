@@ -87,10 +87,9 @@ def session_member(ai_user: str, ai_color: str, session_id: str) -> str:
     return f"{ai_user}:{ai_color}:{session_id}"
 
 
-def session_pair_range(ai_user: str, ai_color: str) -> tuple[str, str]:
-    """ZRANGE BYLEX bounds selecting one pair's members of a human's sessions zset."""
-    prefix = f"{ai_user}:{ai_color}:"
-    return "[" + prefix, "(" + prefix[:-1] + ";"  # ';' sorts right after ':'
+def session_id_field(human_user: str, human_color: str, session_id: str) -> str:
+    """A session's field in its partition's session_ids hash (the value is its session member)."""
+    return f"{human_user}:{human_color}:{session_id}"
 
 
 def session_meta_key(session_id: str) -> str:
@@ -166,14 +165,32 @@ class Partition:
     def sessions_prefix(self) -> str:
         return f"sessions:{self.tag}:"
 
+    @property
+    def session_ids(self) -> str:  # hash session_id_field -> session member: one session found by id alone
+        return f"sessionids:{self.tag}"
+
     def sessions(self, human_user: str, human_color: str) -> str:
-        """zset of one human's sessions, members "{aiUsername}:{aiColor}:{sessionId}" at score 0."""
+        """zset of one human's sessions, members "{aiUsername}:{aiColor}:{sessionId}", each scored by
+        its session's first message score: ZRANGE ... REV lists them newest first."""
         return f"{self.sessions_prefix}{human_user}:{human_color}"
+
+    def pair_sessions(self, human_user: str, human_color: str, ai_user: str, ai_color: str) -> str:
+        """The same index for one pair's sessions only (same members, same scores)."""
+        return f"{self.sessions(human_user, human_color)}:{ai_user}:{ai_color}"
+
+    def session_index(self, human_user: str, human_color: str, member: str) -> tuple[str, str]:
+        """(pair sessions index, session_ids field) of a session member; for "" (no session) the
+        human's index and "", which the scripts then leave alone."""
+        if not member:
+            return self.sessions(human_user, human_color), ""
+        ai_user, ai_color, session_id = member.split(":", 2)
+        return (self.pair_sessions(human_user, human_color, ai_user, ai_color),
+                session_id_field(human_user, human_color, session_id))
 
     def own_keys(self) -> tuple[str, ...]:
         """Every fixed key of the partition (per-human sessions keys are found through sizes)."""
         return (self.feed, self.ids, self.lapses, self.meta, self.sizes, self.pending, self.processing,
-                self.claims, self.contexts)
+                self.claims, self.contexts, self.session_ids)
 
 
 def partitions(count: int, cluster: bool = False) -> tuple[Partition, ...]:

@@ -339,7 +339,7 @@ def pair_query(params: Mapping[str, str], *, ai_required: bool = True) -> tuple[
 
 def session_summary(human_user: str, human_color: str, row: SessionRow) -> dict[str, Any]:
     ai_user, ai_color, session_id = row.member.split(":", 2)
-    first, last = decode(row.first), decode(row.last)
+    first = decode(row.first)
     meta = decode(row.meta) if row.meta else {}
     if first.get("message-type") == "human":
         question = first.get("text")
@@ -349,13 +349,13 @@ def session_summary(human_user: str, human_color: str, row: SessionRow) -> dict[
         question = meta.get("humanQuestion") if isinstance(meta, dict) else None
     return {
         "sessionId": session_id,
-        "key": keys.godmode_key(human_user, human_color, ai_user, ai_color, session_id),
+        "key": row.key or keys.godmode_key(human_user, human_color, ai_user, ai_color, session_id),
         "humanUsername": human_user,
         "humanColor": human_color,
         "aiUsername": ai_user,
         "aiColor": ai_color,
         "firstTimestamp": first.get("timestamp"),
-        "lastTimestamp": last.get("timestamp"),
+        "lastTimestamp": row.last_timestamp,
         "messageCount": row.count,
         "bytes": row.byte_count,
         "question": question,

@@ -13,7 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import keys, models
+from . import keys, models, sessions
 from .config import Settings
 from .feed import CURSOR_PATTERN
 
@@ -272,8 +272,10 @@ def build_spec(settings: Settings) -> dict[str, Any]:
     }
     session = {"type": "object", "properties": {"sessionId": {"type": "string"}, "key": {"type": "string"},
                                                 "messageCount": {"type": "integer"}}}
-    one_session = {"type": "object", "required": ["session", "messages", "messageCount"],
-                   "properties": {"session": session}}
+    one_session = {"type": "object", "required": ["session", "messages", "messageCount", "truncated"],
+                   "properties": {"session": session, "truncated": {
+                       "type": "boolean", "description": f"The session holds more messages than the first "
+                                                         f"{sessions.SESSION_MAX_BYTES} bytes answered."}}}
     worker = {"type": "string", "minLength": 1, "maxLength": 128}
     session_meta = {
         "type": "object",
@@ -345,11 +347,21 @@ def build_spec(settings: Settings) -> dict[str, Any]:
         "/api/godmode-sessions": {
             "get": {
                 "operationId": "listGodmodeSessions",
-                "summary": "A human's God Mode sessions, newest first",
-                "parameters": _pair_params(ai_required=False),
-                "responses": _responses({"type": "object", "required": ["sessions", "total"],
+                "summary": "A human's God Mode sessions, newest first, one page at a time",
+                "parameters": [*_pair_params(ai_required=False),
+                               _query("limit", QUERY_INT, f"Page size; clamped to [1, {sessions.PAGE_MAX}] (default "
+                                                          f"{sessions.PAGE_DEFAULT}). A page also stops at "
+                                                          f"{sessions.PAGE_MAX_BYTES} bytes (its first session "
+                                                          "always comes)."),
+                               _query("cursor", {"type": "string", "pattern": sessions.CURSOR_PATTERN},
+                                      "The `cursor` of the previous page. Only cursors this service issued "
+                                      "(else 400).")],
+                "responses": _responses({"type": "object", "required": ["sessions", "total", "cursor"],
                                          "properties": {"sessions": {"type": "array", "items": session},
-                                                        "total": {"type": "integer"}}}, 400),
+                                                        "total": {"type": "integer"},
+                                                        "cursor": {"type": ["string", "null"], "description":
+                                                                   "Pass as ?cursor= for the next page; null "
+                                                                   "when this page is the last."}}}, 400),
             }
         },
         "/api/godmode-session": {

@@ -61,10 +61,11 @@ class AppendResult:
 class AppendMessage(Call[AppendResult]):
     script: ClassVar[str] = "append_message"
     KEYS: ClassVar[tuple[str, ...]] = (
-        "key", "feed", "ids", "lapses", "meta", "sizes", "pending", "processing", "contexts", "sessions")
+        "key", "feed", "ids", "lapses", "meta", "sizes", "pending", "processing", "contexts", "sessions",
+        "pair_sessions", "session_ids")
     ARGV: ClassVar[tuple[str, ...]] = (
         "id", "middle", "status", "eq_score", "domain", "default_domain", "reply_to", "kind", "conv_window",
-        "max_bytes", "feed_window", "ttl_ms", "rank_base", "context", "session_member")
+        "max_bytes", "feed_window", "ttl_ms", "rank_base", "context", "session_member", "session_field")
 
     key: str
     feed: str
@@ -76,6 +77,8 @@ class AppendMessage(Call[AppendResult]):
     processing: str
     contexts: str
     sessions: str
+    pair_sessions: str
+    session_ids: str
     id: str
     middle: bytes
     status: str
@@ -91,6 +94,7 @@ class AppendMessage(Call[AppendResult]):
     rank_base: int | str  # '' = not queued
     context: bytes
     session_member: str
+    session_field: str
 
     def decode(self, reply: Any) -> AppendResult:
         status = text(reply[0])
@@ -246,14 +250,11 @@ class ReadMessage(Call["StoredMessage | None"]):
 @dataclass(frozen=True, slots=True)
 class ReadPair(Call["list[bytes]"]):
     script: ClassVar[str] = "read_pair"
-    KEYS: ClassVar[tuple[str, ...]] = ("conv", "sessions")
-    ARGV: ClassVar[tuple[str, ...]] = ("lex_start", "lex_end", "key_prefix", "key_suffix", "min_score", "limit",
-                                       "with_sessions")
+    KEYS: ClassVar[tuple[str, ...]] = ("conv", "pair_sessions")
+    ARGV: ClassVar[tuple[str, ...]] = ("key_prefix", "key_suffix", "min_score", "limit", "with_sessions")
 
     conv: str
-    sessions: str
-    lex_start: str
-    lex_end: str
+    pair_sessions: str
     key_prefix: str
     key_suffix: str  # Partition.key_suffix
     min_score: int  # after + 1: scores are timestamp + a fraction
@@ -264,43 +265,82 @@ class ReadPair(Call["list[bytes]"]):
         return list(reply)
 
 
+_HUMAN_MARK = b'"message-type":"human"'  # quotes inside JSON strings are escaped: only the field matches
+
+
 @dataclass(frozen=True, slots=True)
 class SessionRow:
-    """One God Mode session as read_sessions.lua returns it."""
+    """One God Mode session as read_sessions.lua / read_session.lua return it."""
 
     member: str  # "{aiUsername}:{aiColor}:{sessionId}"
+    score: str  # its index score (its first message's): with member, where the next page resumes
     count: int
     byte_count: int
     first: bytes
-    last: bytes
-    replied: bytes | None  # the message the first one replies to: the human's question
-    meta: bytes | None
-    messages: list[bytes] | None
+    last_timestamp: int
+    replied: bytes | None  # the message the first one replies to (the human's question); None if first is human
+    meta: bytes | None = None  # the bot's metadata, read by Store only when needs_meta
+    messages: list[bytes] | None = None
+    truncated: bool = False  # messages stopped at the byte budget
+    key: str = ""  # the session's key as Redis holds it (tagged on a cluster)
+
+    @property
+    def needs_meta(self) -> bool:
+        """Whether the question can only come from the bot's metadata (see models.session_summary)."""
+        return self.replied is None and _HUMAN_MARK not in self.first
 
 
 @dataclass(frozen=True, slots=True)
-class ReadSessions(Call["list[SessionRow]"]):
-    script: ClassVar[str] = "read_sessions"
-    KEYS: ClassVar[tuple[str, ...]] = ("sessions", "ids", "sizes")
-    ARGV: ClassVar[tuple[str, ...]] = ("lex_start", "lex_end", "key_prefix", "meta_prefix", "only_session",
-                                       "with_messages")
+class SessionsPage:
+    rows: list[SessionRow]
+    total: int
+    next: tuple[str, str] | None  # (member, score) to resume after; None: the listing is complete
 
-    sessions: str
+
+@dataclass(frozen=True, slots=True)
+class ReadSessions(Call[SessionsPage]):
+    script: ClassVar[str] = "read_sessions"
+    KEYS: ClassVar[tuple[str, ...]] = ("index", "ids", "sizes")
+    ARGV: ClassVar[tuple[str, ...]] = ("key_prefix", "key_suffix", "after_member", "after_score", "limit", "max_bytes")
+
+    index: str  # the human's sessions, or one pair's
     ids: str
     sizes: str
-    lex_start: str
-    lex_end: str
     key_prefix: str
-    meta_prefix: str
-    only_session: str
-    with_messages: str  # '1' | '0'
+    key_suffix: str  # Partition.key_suffix
+    after_member: str  # '' = from the newest
+    after_score: str
+    limit: int
+    max_bytes: int
 
-    def decode(self, reply: Any) -> list[SessionRow]:
-        return [
-            SessionRow(text(reply[i]), int(reply[i + 1]), int(reply[i + 2]), reply[i + 3], reply[i + 4],
-                       reply[i + 5] or None, reply[i + 6] or None, reply[i + 7] or None)
-            for i in range(0, len(reply), 8)
+    def decode(self, reply: Any) -> SessionsPage:
+        rows = [
+            SessionRow(text(reply[i]), text(reply[i + 1]), int(reply[i + 2]), int(reply[i + 3]), reply[i + 4],
+                       int(reply[i + 5]), reply[i + 6] or None, key=self.key_prefix + text(reply[i]) + self.key_suffix)
+            for i in range(3, len(reply), 7)
         ]
+        following = (text(reply[1]), text(reply[2])) if reply[1] else None
+        return SessionsPage(rows, int(reply[0]), following)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadSession(Call["SessionRow | None"]):
+    script: ClassVar[str] = "read_session"
+    KEYS: ClassVar[tuple[str, ...]] = ("key", "ids", "sizes")
+    ARGV: ClassVar[tuple[str, ...]] = ("max_bytes",)
+
+    key: str
+    ids: str
+    sizes: str
+    max_bytes: int
+    member: str  # not sent: names the row
+
+    def decode(self, reply: Any) -> SessionRow | None:
+        if not reply:
+            return None
+        count, byte_count, first, last_ts, replied, messages, truncated = reply
+        return SessionRow(self.member, "", int(count), int(byte_count), first, int(last_ts), replied or None,
+                          messages=list(messages), truncated=bool(truncated), key=self.key)
 
 
 # -- operations ---------------------------------------------------------------------------------
@@ -309,8 +349,9 @@ class ReadSessions(Call["list[SessionRow]"]):
 @dataclass(frozen=True, slots=True)
 class IndexKey(Call["tuple[int, int]"]):
     script: ClassVar[str] = "index_key"
-    KEYS: ClassVar[tuple[str, ...]] = ("key", "feed", "ids", "meta", "sizes", "pending", "processing", "sessions")
-    ARGV: ClassVar[tuple[str, ...]] = ("kind", "session_member", "feed_window", "stride")
+    KEYS: ClassVar[tuple[str, ...]] = ("key", "feed", "ids", "meta", "sizes", "pending", "processing", "sessions",
+                                       "pair_sessions", "session_ids")
+    ARGV: ClassVar[tuple[str, ...]] = ("kind", "session_member", "session_field", "feed_window", "stride")
 
     key: str
     feed: str
@@ -320,16 +361,20 @@ class IndexKey(Call["tuple[int, int]"]):
     pending: str
     processing: str
     sessions: str
+    pair_sessions: str
+    session_ids: str
     kind: str
     session_member: str
+    session_field: str
     feed_window: int
     stride: int
 
     @classmethod
     def build(cls, p: Partition, key: str, kind: str, human_user: str, human_color: str, session_member: str,
               feed_window: int) -> IndexKey:
+        pair_sessions, field = p.session_index(human_user, human_color, session_member)
         return cls(key, p.feed, p.ids, p.meta, p.sizes, p.pending, p.processing, p.sessions(human_user, human_color),
-                   kind, session_member, feed_window, keys.PRIORITY_STRIDE)
+                   pair_sessions, p.session_ids, kind, session_member, field, feed_window, keys.PRIORITY_STRIDE)
 
     def decode(self, reply: Any) -> tuple[int, int]:
         return int(reply[0]), int(reply[1])
@@ -339,7 +384,7 @@ class IndexKey(Call["tuple[int, int]"]):
 class PurgePartition(Call[int]):
     script: ClassVar[str] = "purge_partition"
     KEYS: ClassVar[tuple[str, ...]] = ("sizes", "feed", "ids", "lapses", "meta", "pending", "processing", "claims",
-                                       "contexts")
+                                       "contexts", "session_ids")
     ARGV: ClassVar[tuple[str, ...]] = ("sessions_prefix",)
 
     sizes: str
@@ -351,12 +396,13 @@ class PurgePartition(Call[int]):
     processing: str
     claims: str
     contexts: str
+    session_ids: str
     sessions_prefix: str
 
     @classmethod
     def build(cls, p: Partition) -> PurgePartition:
         return cls(p.sizes, p.feed, p.ids, p.lapses, p.meta, p.pending, p.processing, p.claims, p.contexts,
-                   p.sessions_prefix)
+                   p.session_ids, p.sessions_prefix)
 
     def decode(self, reply: Any) -> int:
         return int(reply)
@@ -377,6 +423,6 @@ class PurgeStray(Call[int]):
 
 
 SCRIPTS: tuple[type[Call[Any]], ...] = (
-    AppendMessage, ClaimMessage, CompleteMessage, ScoreMessage, ReadMessage, ReadPair, ReadSessions, IndexKey,
-    PurgePartition, PurgeStray,
+    AppendMessage, ClaimMessage, CompleteMessage, ScoreMessage, ReadMessage, ReadPair, ReadSessions, ReadSession,
+    IndexKey, PurgePartition, PurgeStray,
 )

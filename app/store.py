@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -26,7 +26,8 @@ from .errors import AppError, Conflict, StoreUnavailable
 from .feed import Page, PageBuilder
 from .keys import Partition
 from .models import AppendPlan
-from .scripts import AppendResult, Call, ClaimResult, CompleteResult, SessionRow, StoredMessage, text
+from .scripts import AppendResult, Call, ClaimResult, CompleteResult, SessionRow, SessionsPage, StoredMessage, text
+from .sessions import PAGE_MAX_BYTES, SESSION_MAX_BYTES
 from .wire import ClusterWire, NotReplicated, ServerWire, node_url
 
 T = TypeVar("T")
@@ -37,6 +38,7 @@ log = logging.getLogger("godmode_store")
 _RESEND = Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,))
 GLOBAL_SCORE_TTL_S = 1.0  # polls show a globalScore at most this old; summing it costs a read per partition
 HEALTH_MAX_AGE_S = 1.0  # /readyz answers from a PING at most this old: probes every few seconds never wait
+ROW_BYTES_WEIGHT = 0.5  # the newest page's mean row size counts half: a few polls follow a change of sizes
 EVICTING_POLICIES = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
 
 
@@ -90,6 +92,7 @@ class Store:
         self.wire = wire
         self.partitions = keys.partitions(settings.partitions, settings.cluster)
         self._score_cache: tuple[float, int] = (-1.0, 0)
+        self._row_bytes: float | None = None  # recent feed rows' mean size: bounds a poll's first reads
         self.eviction_warning: str | None = None
         self.eviction_checked = False
         self.cluster_state: str | None = None  # CLUSTER INFO's cluster_state, in cluster mode
@@ -250,14 +253,16 @@ class Store:
     def append_call(self, plan: AppendPlan) -> scripts.AppendMessage:
         """The append script's call for a validated message: pure, so bench preloads can send it."""
         p, s = plan.partition, self.settings
+        pair_sessions, session_field = p.session_index(plan.human_user, plan.human_color, plan.session_member)
         return scripts.AppendMessage(
             key=plan.key, feed=p.feed, ids=p.ids, lapses=p.lapses, meta=p.meta, sizes=p.sizes, pending=p.pending,
             processing=p.processing, contexts=p.contexts, sessions=p.sessions(plan.human_user, plan.human_color),
+            pair_sessions=pair_sessions, session_ids=p.session_ids,
             id=plan.id, middle=plan.middle, status=plan.status, eq_score=plan.eq_score, domain=plan.domain,
             default_domain=s.default_domain, reply_to=plan.reply_to, kind=plan.kind, conv_window=s.conv_window,
             max_bytes=s.max_key_bytes, feed_window=s.feed_window, ttl_ms=s.idempotency_ttl_s * 1000,
             rank_base="" if plan.queue_rank_base is None else plan.queue_rank_base, context=plan.context,
-            session_member=plan.session_member,
+            session_member=plan.session_member, session_field=session_field,
         )
 
     async def append_message(self, plan: AppendPlan) -> AppendResult:
@@ -358,7 +363,7 @@ class Store:
     async def read_feed(self, positions: tuple[int, ...], limit: int, type_mark: bytes | None) -> FeedPage:
         """One page of the global poll: native reads of each partition's feed, one round trip
         (rarely more, see feed.py), plus the summed globalScore when the cached one is stale."""
-        builder = PageBuilder(positions, limit)
+        builder = PageBuilder(positions, limit, row_bytes=self._row_bytes)
         stale = time.monotonic() - self._score_cache[0] > GLOBAL_SCORE_TTL_S
         requests = builder.requests()
         # TIME goes first to each node holding feeds (one on a single Redis): the page holds
@@ -388,6 +393,10 @@ class Store:
             replies = await self._wire([self._feed_read(i, start, count) for i, start, count in requests])
             for (i, _, _), reply in zip(requests, replies, strict=True):
                 builder.take(i, scored(reply))
+        if builder.read_rows:  # what the next polls expect a row to weigh (see feed.py)
+            mean = builder.read_bytes / builder.read_rows
+            seen = self._row_bytes
+            self._row_bytes = mean if seen is None else ROW_BYTES_WEIGHT * mean + (1 - ROW_BYTES_WEIGHT) * seen
         return FeedPage(builder.page(type_mark), self._score_cache[1])
 
     def _feed_read(self, index: int, start: str, count: int) -> tuple[Any, ...]:
@@ -397,23 +406,63 @@ class Store:
                         limit: int) -> list[bytes]:
         """A pair's newest messages; for a GodMode identity (any case) merged with its sessions."""
         p = self.partition_of(human_user, human_color)
-        lex_start, lex_end = keys.session_pair_range(ai_user, ai_color)
         return await self._eval(scripts.ReadPair(
-            keys.conv_key(human_user, human_color, ai_user, ai_color, p.key_suffix), p.sessions(human_user, human_color),
-            lex_start, lex_end, keys.human_godmode_prefix(human_user, human_color), p.key_suffix, after + 1, limit,
+            keys.conv_key(human_user, human_color, ai_user, ai_color, p.key_suffix),
+            p.pair_sessions(human_user, human_color, ai_user, ai_color),
+            keys.human_godmode_prefix(human_user, human_color), p.key_suffix, after + 1, limit,
             "1" if ai_user.lower() == "godmode" else "0"))
 
-    async def read_sessions(self, human_user: str, human_color: str, ai_user: str | None, ai_color: str | None,
-                            session_id: str = "", with_messages: bool = False) -> list[SessionRow]:
+    async def list_sessions(self, human_user: str, human_color: str, ai_user: str | None, ai_color: str | None,
+                            limit: int, after: tuple[str, str] | None = None,
+                            max_bytes: int = PAGE_MAX_BYTES) -> SessionsPage:
+        """One page of a human's (or one pair's) sessions, newest first, after the (member, score)
+        a previous page ended with: one script over the page, then their metadata where needed."""
         p = self.partition_of(human_user, human_color)
-        if ai_user is not None and ai_color is not None:
-            lex_start, lex_end = keys.session_pair_range(ai_user, ai_color)
+        index = (p.sessions(human_user, human_color) if ai_user is None or ai_color is None
+                 else p.pair_sessions(human_user, human_color, ai_user, ai_color))
+        member, score = after or ("", "")
+        page = await self._eval(scripts.ReadSessions(index, p.ids, p.sizes,
+                                                     keys.human_godmode_prefix(human_user, human_color),
+                                                     p.key_suffix, member, score, limit, max_bytes))
+        rows = await self._with_meta(page.rows)
+        used, keep = 0, len(rows)
+        for i, row in enumerate(rows):  # metadata counts too: cut the page where it overflows
+            used += len(row.first) + len(row.replied or b"") + len(row.meta or b"")
+            if i > 0 and used > max_bytes:
+                keep = i
+                break
+        if keep < len(rows):
+            return SessionsPage(rows[:keep], page.total, (rows[keep - 1].member, rows[keep - 1].score))
+        return SessionsPage(rows, page.total, page.next)
+
+    async def read_session(self, human_user: str, human_color: str, ai_user: str | None, ai_color: str | None,
+                           session_id: str, max_bytes: int = SESSION_MAX_BYTES) -> SessionRow | None:
+        """One session without walking the others: its key from the pair, or (pair unknown) from
+        the partition's session_ids hash. None when there is no such session."""
+        p = self.partition_of(human_user, human_color)
+        if ai_user is None or ai_color is None:
+            [found] = await self._wire([("HGET", p.session_ids,
+                                         keys.session_id_field(human_user, human_color, session_id))])
+            if found is None:
+                return None
+            member = text(found)
         else:
-            lex_start, lex_end = "-", "+"
-        return await self._eval(scripts.ReadSessions(
-            p.sessions(human_user, human_color), p.ids, p.sizes, lex_start, lex_end,
-            keys.human_godmode_prefix(human_user, human_color), keys.SESSION_META_PREFIX, session_id,
-            "1" if with_messages else "0"))
+            member = keys.session_member(ai_user, ai_color, session_id)
+        key = keys.human_godmode_prefix(human_user, human_color) + member + p.key_suffix
+        row = await self._eval(scripts.ReadSession(key, p.ids, p.sizes, max_bytes, member))
+        return None if row is None else (await self._with_meta([row]))[0]
+
+    async def _with_meta(self, rows: list[SessionRow]) -> list[SessionRow]:
+        """Rows with the bot's metadata where their question needs it, read with plain GETs in one
+        round trip: the metadata keys live in any hash slot, so a script may not read them."""
+        wanted = [i for i, row in enumerate(rows) if row.needs_meta]
+        if not wanted:
+            return rows
+        replies = await self._wire([("GET", keys.session_meta_key(rows[i].member.rsplit(":", 1)[1])) for i in wanted])
+        out = list(rows)
+        for i, meta in zip(wanted, replies, strict=True):
+            out[i] = replace(rows[i], meta=meta)
+        return out
 
     async def get_session_meta(self, session_id: str) -> bytes | None:
         [meta] = await self._wire([("GET", keys.session_meta_key(session_id))])
@@ -495,8 +544,8 @@ class Store:
             deleted += await self._unlink([key])
         # What purge_partition could not find (its index was lost) goes too, unless a write after the
         # purge indexed it: keys written since are counted and stay (purge_stray checks atomically).
-        async for key in self.scan("sessions:*"):
-            _, _, human_user, human_color = key.split(":", 3)
+        async for key in self.scan("sessions:*"):  # a human's index, or one pair's
+            _, _, human_user, human_color = key.split(":")[:4]
             p = self.partition_of(human_user, human_color)
             deleted += await self._eval(scripts.PurgeStray(key, p.sizes, keys.human_godmode_prefix(human_user,
                                                                                                     human_color)))
@@ -627,8 +676,6 @@ def scored(reply: Any) -> list[Any]:
 
 
 def _with_partitions(settings: Settings, count: int) -> Settings:
-    from dataclasses import replace
-
     return replace(settings, partitions=count)
 
 

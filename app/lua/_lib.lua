@@ -174,3 +174,44 @@ local function locate_message(ids, id)
   return key, ts, member, state
 end
 
+
+-- A God Mode session is indexed three ways, all in its partition: its human's sessions zset and
+-- its pair's (member "{aU}:{aC}:{sid}", score = the session's first message score, so REV ranges
+-- list newest first) and the session_ids hash ("{hU}:{hC}:{sid}" -> member, lookups by id alone).
+-- Read before the first write (WRONGTYPE then leaves nothing behind); write only what differs, so
+-- an index deleted, or written at score 0 by an older version, heals at the session's next append.
+local function session_index_read(sessions, pair_sessions, session_ids, member, field)
+  return {redis.call('ZSCORE', sessions, member), redis.call('ZSCORE', pair_sessions, member),
+          redis.call('HGET', session_ids, field)}
+end
+
+local function session_index_write(sessions, pair_sessions, session_ids, member, field, first_score, seen)
+  for i, index in ipairs({sessions, pair_sessions}) do
+    if not seen[i] or tonumber(seen[i]) ~= tonumber(first_score) then
+      redis.call('ZADD', index, first_score, member)
+    end
+  end
+  if seen[3] ~= member then redis.call('HSET', session_ids, field, member) end
+end
+
+local HUMAN_MARK = '"message-type":"human"'  -- quotes inside JSON strings are escaped: only the field matches
+
+-- A session's summary read from its key: {count, bytes, first JSON, last timestamp, replied-to
+-- JSON or false}. The replied-to message (the human's question) is read only when the first
+-- message is not itself human. nil when the key is empty or gone (deleted behind the service).
+local function session_row(key, ids, sizes)
+  local head = redis.call('ZRANGE', key, 0, 0)
+  local first = head[1]
+  if not first then return nil end
+  local replied = false
+  if not string.find(first, HUMAN_MARK, 1, true) then
+    local parent_id = string.match(first, '"replyTo":"([^"]+)"')
+    local loc = parent_id and redis.call('HGET', ids, parent_id)
+    if loc then
+      local ts, _, parent_key = loc_parse(loc)
+      replied = find_member(parent_key, ts, parent_id) or false
+    end
+  end
+  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  return {redis.call('ZCARD', key), size_read(sizes, key) or 0, first, int_s(math.floor(tonumber(last[2]))), replied}
+end

@@ -9,13 +9,15 @@
 -- KEYS[7]  pending      pending:{p}                        zset  id -> rank
 -- KEYS[8]  processing   processing:{p}                     zset  id -> claimedAt
 -- KEYS[9]  contexts     contexts:{p}                       hash  id -> context JSON
--- KEYS[10] sessions     sessions:{p}:{hU}:{hC}             zset  the human's sessions
+-- KEYS[10] sessions     sessions:{p}:{hU}:{hC}             zset  the human's sessions, by first message
+-- KEYS[11] pair_sessions sessions:{p}:{hU}:{hC}:{aU}:{aC}  zset  the pair's sessions, by first message
+-- KEYS[12] session_ids  sessionids:{p}                     hash  "{hU}:{hC}:{sid}" -> session member
 --
 -- ARGV: id, middle (JSON after the domain up to the state tail), status ('' | 'pending' |
 -- 'complete'), eq_score, domain ('' = the replied-to message's, else default_domain),
 -- default_domain, reply_to ('' = none), kind ('conv' | 'godmode'), conv_window, max_bytes,
 -- feed_window, ttl_ms (idempotency after trim), rank_base ('' = not queued), context ('' = none),
--- session_member ('' unless godmode)
+-- session_member ('' unless godmode), session_field ('{hU}:{hC}:{sid}', '' unless godmode)
 --
 -- Returns {'ok', ts, domain} | {'duplicate', location record}
 --   | {'too_large', size, limit, bytes}   one message over the limit, or a full God Mode session
@@ -24,9 +26,10 @@
 -- Everything is read and checked before the first write, so a refusal or an error (WRONGTYPE)
 -- leaves nothing behind. A key deleted or evicted behind the service is re-derived, not trusted.
 
-local key, feed, ids, lapses, meta, sizes, pending, processing, contexts, sessions = unpack(KEYS)
+local key, feed, ids, lapses, meta, sizes, pending, processing, contexts, sessions, pair_sessions,
+  session_ids = unpack(KEYS)
 local id, middle, status, eq_score, domain, default_domain, reply_to, kind, conv_window, max_bytes,
-  feed_window, ttl_ms, rank_base, context, session_member = unpack(ARGV)
+  feed_window, ttl_ms, rank_base, context, session_member, session_field = unpack(ARGV)
 conv_window, max_bytes, feed_window = tonumber(conv_window), tonumber(max_bytes), tonumber(feed_window)
 local queued = rank_base ~= ''
 
@@ -101,7 +104,12 @@ if queued then
   redis.call('ZSCORE', pending, id)
   redis.call('HEXISTS', contexts, id)
 end
-if session_member ~= '' then redis.call('ZSCORE', sessions, session_member) end
+local session_seen, first_score
+if session_member ~= '' then
+  session_seen = session_index_read(sessions, pair_sessions, session_ids, session_member, session_field)
+  -- A session's messages are never trimmed: its first message stays first.
+  first_score = card == 0 and score or redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]
+end
 if #victims > 0 then redis.call('ZCARD', lapses) end
 
 -- Write.
@@ -138,7 +146,9 @@ m.globalScore = m.globalScore + tonumber(eq_score)
 m.clock, m.seq = ts, seq
 meta_write(meta, m)
 
-if session_member ~= '' then redis.call('ZADD', sessions, 0, session_member) end
+if session_member ~= '' then
+  session_index_write(sessions, pair_sessions, session_ids, session_member, session_field, first_score, session_seen)
+end
 if queued then
   redis.call('ZADD', pending, int_s(tonumber(rank_base) + ts), id)
   if context ~= '' then redis.call('HSET', contexts, id, context) end

@@ -3,13 +3,16 @@
 --
 -- KEYS[1]  key          conv:... or godmode:...   zset  ts -> message JSON
 -- KEYS[2]  feed, KEYS[3] ids, KEYS[4] meta, KEYS[5] sizes, KEYS[6] pending, KEYS[7] processing
--- KEYS[8]  sessions     sessions:{p}:{hU}:{hC}
--- ARGV: kind ('conv' | 'godmode'), session_member ('' unless godmode), feed_window, stride (queue rank per priority step)
+-- KEYS[8]  sessions     sessions:{p}:{hU}:{hC}             zset  the human's sessions, by first message
+-- KEYS[9]  pair_sessions sessions:{p}:{hU}:{hC}:{aU}:{aC}  zset  the pair's sessions, by first message
+-- KEYS[10] session_ids  sessionids:{p}                     hash  "{hU}:{hC}:{sid}" -> session member
+-- ARGV: kind ('conv' | 'godmode'), session_member ('' unless godmode), session_field ('{hU}:{hC}:{sid}'),
+-- feed_window, stride (queue rank per priority step)
 --
 -- Returns {messages indexed, bytes}; {0, 0} when the key is already indexed (safe to repeat).
 
-local key, feed, ids, meta, sizes, pending, processing, sessions = unpack(KEYS)
-local kind, session_member, feed_window, stride = unpack(ARGV)
+local key, feed, ids, meta, sizes, pending, processing, sessions, pair_sessions, session_ids = unpack(KEYS)
+local kind, session_member, session_field, feed_window, stride = unpack(ARGV)
 feed_window, stride = tonumber(feed_window), tonumber(stride)
 
 if redis.call('HEXISTS', sizes, key) == 1 then return {0, 0} end
@@ -48,5 +51,7 @@ m[kind .. 'Keys'] = m[kind .. 'Keys'] + 1
 m.messages = m.messages + count
 m.bytes = m.bytes + total
 meta_write(meta, m)
-if session_member ~= '' then redis.call('ZADD', sessions, 0, session_member) end
+if session_member ~= '' then  -- scored by its first message, as append_message does
+  session_index_write(sessions, pair_sessions, session_ids, session_member, session_field, rows[2], {})
+end
 return {count, total}

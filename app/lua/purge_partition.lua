@@ -19,12 +19,14 @@ end
 local seen = {}
 for _, key in ipairs(redis.call('HKEYS', sizes)) do
   drop(key)
-  local human_user, human_color = string.match(key, '^godmode:([^:]+):([^:]+):')
+  local human_user, human_color, pair = string.match(key, '^godmode:([^:]+):([^:]+):([^:]+:[^:]+):')
   if human_user then
     local sessions = sessions_prefix .. human_user .. ':' .. human_color
-    if not seen[sessions] then
-      seen[sessions] = true
-      drop(sessions)
+    for _, index in ipairs({sessions, sessions .. ':' .. pair}) do  -- the human's and the pair's
+      if not seen[index] then
+        seen[index] = true
+        drop(index)
+      end
     end
   end
 end

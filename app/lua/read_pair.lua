@@ -1,18 +1,18 @@
 -- read_pair: the newest messages of a pair: its conv: key and, for GodMode, every session key of
--- the pair. Cost is proportional to the pair's sessions, not to the keyspace. Messages of the
+-- the pair (its own sessions index). Cost is proportional to the pair's sessions, not to the keyspace. Messages of the
 -- current millisecond wait for the next read: one committed later in it would otherwise have a
 -- timestamp equal to one already returned, and a reader following `after` would miss it.
 --
 -- KEYS[1]  conv        conv:{hU}:{hC}:{aU}:{aC}
--- KEYS[2]  sessions    sessions:{p}:{hU}:{hC}     zset, members "{aU}:{aC}:{sid}" at score 0
--- ARGV: lex_start ('[{aU}:{aC}:'), lex_end ('({aU}:{aC};', ';' sorts right after ':'),
--- key_prefix ('godmode:{hU}:{hC}:'), key_suffix ('' or, on a cluster, the partition's tag), min_score (after + 1: timestamps are whole ms), limit,
+-- KEYS[2]  pair_sessions  sessions:{p}:{hU}:{hC}:{aU}:{aC}   zset, members "{aU}:{aC}:{sid}"
+-- ARGV: key_prefix ('godmode:{hU}:{hC}:'), key_suffix ('' or, on a cluster, the partition's tag),
+-- min_score (after + 1: timestamps are whole ms), limit,
 -- with_sessions ('1' = merge the pair's God Mode sessions)
 --
 -- Returns the last `limit` message JSONs with timestamp > after, oldest first.
 
-local conv, sessions = unpack(KEYS)
-local lex_start, lex_end, key_prefix, key_suffix, min_score, limit, with_sessions = unpack(ARGV)
+local conv, pair_sessions = unpack(KEYS)
+local key_prefix, key_suffix, min_score, limit, with_sessions = unpack(ARGV)
 limit = tonumber(limit)
 local before = '(' .. int_s(time_ms())
 
@@ -26,7 +26,7 @@ end
 
 take(conv)
 if with_sessions == '1' then
-  for _, member in ipairs(redis.call('ZRANGE', sessions, lex_start, lex_end, 'BYLEX')) do
+  for _, member in ipairs(redis.call('ZRANGE', pair_sessions, 0, -1)) do
     take(key_prefix .. member .. key_suffix)
   end
 end

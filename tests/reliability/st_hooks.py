@@ -23,6 +23,7 @@ DOCUMENTED_400 = {
     ("/api/godmode-conversation", "aiUsername"), ("/api/godmode-conversation", "aiColor"),
     ("/api/godmode-session/{session_id}", "aiUsername"), ("/api/godmode-session/{session_id}", "aiColor"),
     ("/api/godmode-sessions", "aiUsername"), ("/api/godmode-sessions", "aiColor"),
+    ("/api/godmode-sessions", "cursor"),  # its pattern cannot say which base64 holds a session of ours
     ("/api/godmode-session", "sessionData.sessionId"),  # must equal the id in sessionKey
     ("/api/comments", "since"),  # an integer, when read: only without `after`
 }

@@ -278,7 +278,28 @@ def test_godmode_session_endpoints_404_when_missing(client: TestClient) -> None:
     assert client.get("/api/godmode-conversation", params={**q, "sessionId": "x"}).status_code == 404
     assert client.get("/api/godmode-conversation", params=q).json()["field"] == "sessionId"
     assert client.get("/api/godmode-sessions", params={**q, "aiUsername": GODMODE, "aiColor": GODMODE_COLOR}).json() == {
-        "sessions": [], "total": 0}
+        "sessions": [], "total": 0, "cursor": None}
+
+
+def test_godmode_sessions_listing_pages_with_limit_and_cursor(client: TestClient) -> None:
+    for i in range(5):
+        client.post("/api/comments", json=ai_reply("q-none", f"status {i}", user=GODMODE, color=GODMODE_COLOR,
+                                                   entity="god-mode", session_id=f"s-{i}"))
+    q = {"humanUsername": HUMAN, "humanColor": HUMAN_COLOR}
+    seen, cursor = [], None
+    while True:
+        page = ok(client.get("/api/godmode-sessions", params={**q, "limit": 2, **({"cursor": cursor} if cursor else {})}))
+        assert page["total"] == 5 and len(page["sessions"]) <= 2
+        seen += [s["sessionId"] for s in page["sessions"]]
+        cursor = page["cursor"]
+        if cursor is None:
+            break
+    assert seen == ["s-4", "s-3", "s-2", "s-1", "s-0"]
+    assert len(ok(client.get("/api/godmode-sessions", params={**q, "limit": 100000}))["sessions"]) == 5  # clamped
+    bad = client.get("/api/godmode-sessions", params={**q, "cursor": "s1.bm9wZQ"})
+    assert bad.status_code == 400 and bad.json()["field"] == "cursor"
+    one = ok(client.get("/api/godmode-session/s-3", params=q))
+    assert one["truncated"] is False and one["messageCount"] == 1 and one["session"]["aiColor"] == GODMODE_COLOR
 
 
 def test_godmode_session_metadata(client: TestClient) -> None:

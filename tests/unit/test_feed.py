@@ -243,3 +243,29 @@ def test_page_builder_bounds_a_page_by_bytes_between_runs() -> None:
     builder.take(0, [(m, s) for s, m in big[1:]])
     page = builder.page()
     assert stamps(page) == [2, 2] and page.has_more and page.next_after == 2  # a first run comes whole
+
+
+def big_feed(count: int, size: int) -> Feed:
+    return [(float(ts), b'{"id":"b%d","timestamp":%d,"x":"%s"}' % (ts, ts, b"x" * size)) for ts in range(1, count + 1)]
+
+
+def test_page_builder_reads_of_big_messages_follow_the_byte_budget() -> None:
+    # 1,000 messages of 100 KB in each of 4 partitions; a page of at most 1 MB. Asking each
+    # partition for 1.2 x limit / P rows read 300 x 100 KB per partition per round.
+    feeds = [big_feed(1000, 100_000) for _ in range(4)]
+
+    def run(row_bytes: float | None) -> tuple[Page, PageBuilder]:
+        builder = PageBuilder((0, 0, 0, 0), 1000, max_bytes=1_000_000, row_bytes=row_bytes)
+        builder.set_bound(10_000)
+        while True:
+            for i, start, count in builder.requests():
+                builder.take(i, zrange(feeds[i], start, count))
+            if builder.finish_round():
+                return builder.page(), builder
+
+    cold, builder = run(None)  # no sizes seen yet: the first round is by count
+    assert cold.has_more and sum(map(len, cold.messages)) <= 1_000_000 + 100_100
+    assert builder.read_bytes <= 4 * 301 * 100_100
+    warm, builder = run(builder.read_bytes / builder.read_rows)  # sizes seen: the reads follow the budget
+    assert warm.messages and warm.has_more and stamps(warm) == stamps(cold)[: len(warm.messages)]
+    assert builder.read_bytes <= 4 * 5 * 100_100  # at least 4 rows (+1) per partition, not 300

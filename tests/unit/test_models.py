@@ -227,7 +227,7 @@ def test_partition_keys_share_one_hash_tag_per_partition() -> None:
     assert len({p.tag for p in parts}) == 12
     for p in parts:
         own = p.own_keys()
-        assert len(set(own)) == 9 and {key_slot(k.encode()) for k in (*own, p.sessions("a", "b"))} == {
+        assert len(set(own)) == 10 and {key_slot(k.encode()) for k in (*own, p.sessions("a", "b"), p.pair_sessions("a", "b", "c", "d"))} == {
             key_slot(p.feed.encode())}
         # Partition i's tag falls in the i-th of 12 equal slices of the slot space (even over masters).
         assert p.index * 16384 // 12 <= key_slot(p.feed.encode()) < (p.index + 1) * 16384 // 12

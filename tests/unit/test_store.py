@@ -10,17 +10,20 @@ import asyncio
 import dataclasses
 import math
 import time
+from importlib import resources
 from typing import Any
 
+import fakeredis
 import pytest
 import redis
 
-from app import keys, metrics, models, queue, scripts
+from app import keys, metrics, models, queue, scripts, sessions
 from app.config import ConfigError, Settings
 from app.errors import Conflict, NotFound, StoreUnavailable
 from app.keys import Partition
 from app.models import decode, encode
 from app.scripts import AppendResult
+from app.sessions import PAGE_MAX_BYTES
 from app.store import FeedPage, Store
 from tests.helpers import (
     ETERNAL,
@@ -447,7 +450,17 @@ async def test_append_message_wrong_message_key_type_is_refused_without_writes(s
     assert await snapshot(store) == before
 
 
-COMPANIONS = ("feed", "ids", "lapses", "meta", "sizes", "pending", "processing", "contexts", "sessions")
+COMPANIONS = ("feed", "ids", "lapses", "meta", "sizes", "pending", "processing", "contexts", "sessions",
+              "pair_sessions", "session_ids")
+SESSION_INDEXES = ("sessions", "pair_sessions", "session_ids")
+
+
+def companion_key(p: Partition, companion: str) -> str:
+    if companion == "sessions":
+        return p.sessions(HUMAN, HUMAN_COLOR)
+    if companion == "pair_sessions":
+        return p.pair_sessions(HUMAN, HUMAN_COLOR, GODMODE, GODMODE_COLOR)
+    return str(getattr(p, companion))
 
 
 @pytest.mark.parametrize("companion", COMPANIONS)
@@ -455,11 +468,11 @@ async def test_append_message_wrong_companion_type_is_refused_without_writes(sto
     store = with_settings(store, conv_window=1)  # the next post to CONV trims: every companion is read
     await post_ok(store, chat("already here"))
     p = home(store)
-    name = p.sessions(HUMAN, HUMAN_COLOR) if companion == "sessions" else getattr(p, companion)
+    name = companion_key(p, companion)
     await store.redis.delete(name)
     await store.redis.set(name, "not mine")
     before = await snapshot(store)
-    if companion == "sessions":
+    if companion in SESSION_INDEXES:
         body = godmode_session_posts("q1", SESSION, entities=1)[0]
     else:
         body = human()  # queued, trims the chat
@@ -565,7 +578,7 @@ async def test_append_message_heals_any_key_deleted_behind_it(store: Store, lost
         await post_ok(store, body)
     await post_ok(store, human())
     p = home(store)
-    name = {"sessions": p.sessions(HUMAN, HUMAN_COLOR), "message key": CONV}.get(lost) or getattr(p, lost)
+    name = CONV if lost == "message key" else companion_key(p, lost)
     await store.redis.delete(name)
     late_q = human(text="after the loss")
     assert (await post(store, late_q)).status == "ok"
@@ -577,7 +590,8 @@ async def test_append_message_heals_any_key_deleted_behind_it(store: Store, lost
     await queue.complete(store, claimed["id"], token)
     await queue.pending(store, 10)
     await poll(store)
-    await store.read_sessions(HUMAN, HUMAN_COLOR, None, None)
+    await store.list_sessions(HUMAN, HUMAN_COLOR, None, None, 50)
+    await store.read_session(HUMAN, HUMAN_COLOR, None, None, SESSION)
     await store.read_pair(HUMAN, HUMAN_COLOR, GODMODE, GODMODE_COLOR, 0, 100)
     await store.rebuild_indexes()  # and the operator's fix restores every count
     await check_indexes(store)
@@ -590,8 +604,12 @@ async def test_append_message_godmode_indexes_its_session(store: Store) -> None:
     for body in posts:
         assert (await post_ok(store, body)).key == SESSION_KEY
     p = home(store)
-    assert await store.redis.zrange(p.sessions(HUMAN, HUMAN_COLOR), 0, -1, withscores=True) == [
-        (keys.session_member(GODMODE, GODMODE_COLOR, SESSION).encode(), 0)]
+    member = keys.session_member(GODMODE, GODMODE_COLOR, SESSION).encode()
+    [(_, first_score)] = await store.redis.zrange(SESSION_KEY, 0, 0, withscores=True)
+    for index in (p.sessions(HUMAN, HUMAN_COLOR), p.pair_sessions(HUMAN, HUMAN_COLOR, GODMODE, GODMODE_COLOR)):
+        assert await store.redis.zrange(index, 0, -1, withscores=True) == [(member, first_score)]
+    assert await store.redis.hgetall(p.session_ids) == {
+        keys.session_id_field(HUMAN, HUMAN_COLOR, SESSION).encode(): member}
     stats = await store.stats()
     assert (stats["godmodeKeys"], stats["convKeys"], stats["messages"]) == (1, 1, 1 + len(posts))
     assert all(m["botParams"]["status"] == "complete" for m in await messages_in(store, SESSION_KEY))
@@ -760,7 +778,7 @@ async def test_claim_message_requeues_expired_claims_with_attempts(store: Store)
 
 
 async def test_claim_message_requeues_every_expired_claim(store: Store) -> None:
-    store = with_settings(store, claim_timeout_s=1)
+    store = with_settings(store, claim_timeout_s=60)  # none expires while claiming; the ZADD below ages them
     bodies = [human(entity="e", ais=None, text=f"q{i}") for i in range(130)]
     for body in bodies:
         await post_ok(store, body)
@@ -1080,20 +1098,182 @@ async def test_read_sessions_summaries(store: Store) -> None:
     for p in godmode_session_posts(question["id"], "s-2", entities=1):
         await post_ok(store, p)
     await store.save_session_meta(keys.session_meta_key("s-2"), b'{"humanQuestion":"Why?"}')
-    rows = await store.read_sessions(HUMAN, HUMAN_COLOR, GODMODE, GODMODE_COLOR)
-    assert [r.member for r in rows] == [f"{GODMODE}:{GODMODE_COLOR}:s-1", f"{GODMODE}:{GODMODE_COLOR}:s-2"]
-    one = rows[0]
+    page = await store.list_sessions(HUMAN, HUMAN_COLOR, GODMODE, GODMODE_COLOR, 50)
+    rows = page.rows
+    assert [r.member for r in rows] == [f"{GODMODE}:{GODMODE_COLOR}:s-2", f"{GODMODE}:{GODMODE_COLOR}:s-1"]
+    assert (page.total, page.next) == (2, None)
+    one = rows[1]
     key = keys.godmode_key(HUMAN, HUMAN_COLOR, GODMODE, GODMODE_COLOR, "s-1")
     raws = await raw_in(store, key)
-    assert (one.count, one.byte_count, one.first, one.last) == (6, sum(map(len, raws)), raws[0], raws[-1])
+    assert (one.count, one.byte_count, one.first) == (6, sum(map(len, raws)), raws[0])
+    assert one.last_timestamp == decode(raws[-1])["timestamp"]
     assert one.replied is not None and decode(one.replied)["text"] == "Is there a God?"
-    assert one.meta is None and one.messages is None and rows[1].meta == b'{"humanQuestion":"Why?"}'
-    [only] = await store.read_sessions(HUMAN, HUMAN_COLOR, None, None, "s-2", with_messages=True)
-    assert only.member.endswith(":s-2") and only.messages == await raw_in(
+    assert one.meta is None and one.messages is None  # the question is known: no metadata read
+    only = await store.read_session(HUMAN, HUMAN_COLOR, None, None, "s-2")
+    assert only is not None and only.member.endswith(":s-2") and only.messages == await raw_in(
         store, keys.godmode_key(HUMAN, HUMAN_COLOR, GODMODE, GODMODE_COLOR, "s-2"))
-    assert await store.read_sessions(HUMAN, HUMAN_COLOR, GODMODE, "000000000") == []
+    assert not only.truncated
+    assert await store.read_session(HUMAN, HUMAN_COLOR, GODMODE, GODMODE_COLOR, "s-2") == only
+    assert await store.read_session(HUMAN, HUMAN_COLOR, GODMODE, "000000000", "s-2") is None
+    assert await store.read_session(HUMAN, HUMAN_COLOR, None, None, "s-3") is None
+    assert (await store.list_sessions(HUMAN, HUMAN_COLOR, GODMODE, "000000000", 50)).rows == []
     await store.redis.delete(key)  # a session deleted behind the service is left out
-    assert [r.member for r in await store.read_sessions(HUMAN, HUMAN_COLOR, None, None)] == [only.member]
+    assert [r.member for r in (await store.list_sessions(HUMAN, HUMAN_COLOR, None, None, 50)).rows] == [only.member]
+    assert await store.read_session(HUMAN, HUMAN_COLOR, None, None, "s-1") is None
+
+
+async def test_read_sessions_metadata_is_read_outside_the_script(store: Store) -> None:
+    # Metadata keys live in any hash slot: the script must not read them (Redis Cluster refuses a
+    # script touching keys of several slots); Store reads them after it, for the page only.
+    sid = "s-meta"
+    for body in godmode_session_posts("gone-question", sid, entities=1, answer_bytes=10, synthesis_bytes=10):
+        await post_ok(store, body)
+    await store.save_session_meta(keys.session_meta_key(sid), b'{"humanQuestion":"Why?"}')
+    [row] = (await store.list_sessions(HUMAN, HUMAN_COLOR, None, None, 50)).rows
+    assert row.replied is None and row.meta == b'{"humanQuestion":"Why?"}'
+    assert models.session_summary(HUMAN, HUMAN_COLOR, row)["question"] == "Why?"
+    one = await store.read_session(HUMAN, HUMAN_COLOR, None, None, sid)
+    assert one is not None and one.meta == row.meta
+    lua = resources.files("app").joinpath("lua")
+    for name in ("_lib", "read_sessions", "read_session"):
+        assert "'GET'" not in lua.joinpath(f"{name}.lua").read_text("utf-8"), name
+
+
+async def post_all(store: Store, bodies: list[dict[str, Any]]) -> None:
+    for i in range(0, len(bodies), 500):  # one round trip per 500 appends
+        results = await store.append_messages([models.plan_append(b, store.settings) for b in bodies[i : i + 500]])
+        assert all(r.status == "ok" for r in results), results
+
+
+OTHER_GOD_COLOR = "171181999"
+
+
+async def many_sessions(store: Store, count: int) -> list[str]:
+    """`count` one-message sessions of HUMAN, alternating between two GodMode pairs, oldest first."""
+    bodies = [ai_reply("q-none", f"status {i}", user=GODMODE, color=(GODMODE_COLOR, OTHER_GOD_COLOR)[i % 2],
+                       entity="god-mode", session_id=f"s-{i:05d}") for i in range(count)]
+    await post_all(store, bodies)
+    return [f"s-{i:05d}" for i in range(count)]
+
+
+async def list_all(store: Store, limit: int, ai: tuple[str, str] | None = None,
+                   max_bytes: int = PAGE_MAX_BYTES) -> tuple[list[str], list[int]]:
+    """Every session id the listing pages through, and each page's total."""
+    seen: list[str] = []
+    totals: list[int] = []
+    after = None
+    while True:
+        page = await store.list_sessions(HUMAN, HUMAN_COLOR, *(ai or (None, None)), limit, after, max_bytes=max_bytes)
+        assert len(page.rows) <= limit
+        seen += [row.member.rsplit(":", 1)[1] for row in page.rows]
+        totals.append(page.total)
+        if page.next is None:
+            return seen, totals
+        after = sessions.decode_cursor(sessions.encode_cursor(*page.next))  # as a client sends it back
+
+
+async def redis_calls(store: Store) -> int | None:
+    """Commands the real redis-server ran so far (scripts' commands included); None on fakeredis."""
+    if isinstance(store.redis, fakeredis.FakeAsyncRedis):
+        return None
+    stats = await store.redis.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+
+
+async def test_list_sessions_pages_through_1500_sessions_once_newest_first(store: Store) -> None:
+    ids = await many_sessions(store, 1500)
+    seen, totals = await list_all(store, 200)
+    assert seen == ids[::-1] and set(totals) == {1500}
+    for color, mine in ((GODMODE_COLOR, ids[0::2]), (OTHER_GOD_COLOR, ids[1::2])):  # one pair: its own index
+        seen, totals = await list_all(store, 64, (GODMODE, color))
+        assert seen == mine[::-1] and set(totals) == {750}
+
+
+async def test_list_sessions_cost_follows_the_page_not_the_sessions(store: Store) -> None:
+    await many_sessions(store, 1500)
+    before = await redis_calls(store)
+    page = await store.list_sessions(HUMAN, HUMAN_COLOR, None, None, 10)
+    deeper = await store.list_sessions(HUMAN, HUMAN_COLOR, GODMODE, GODMODE_COLOR, 10, ("x:y:gone", "0"))
+    one = await store.read_session(HUMAN, HUMAN_COLOR, None, None, "s-00007")
+    after = await redis_calls(store)
+    assert len(page.rows) == 10 and page.total == 1500 and page.next is not None
+    assert deeper.rows == [] or len(deeper.rows) <= 10
+    assert one is not None and one.member == f"{GODMODE}:{OTHER_GOD_COLOR}:s-00007" and one.count == 1
+    if before is not None and after is not None:  # per session: ~6 reads and one metadata GET
+        assert after - before < 3 * (10 * 10 + 20), after - before
+
+
+async def test_list_sessions_page_is_bounded_in_bytes(store: Store) -> None:
+    # Long God Mode questions, each the first (human) message of its session: the old listing
+    # answered all of them at once (1,500 of them made 90 MB).
+    big = "q" * 100_000
+    bodies = [godmode_question(big, botParams={"entity": "god-mode", "sessionId": f"s-{i:02d}",
+                                               "ais": f"{GODMODE}:{GODMODE_COLOR}"}) for i in range(30)]
+    await post_all(store, bodies)
+    page = await store.list_sessions(HUMAN, HUMAN_COLOR, None, None, 50)
+    assert 1 <= len(page.rows) < 30 and page.next is not None
+    assert sum(len(r.first) for r in page.rows) <= PAGE_MAX_BYTES
+    summaries = [models.session_summary(HUMAN, HUMAN_COLOR, r) for r in page.rows]
+    assert all(s["question"] == big for s in summaries)
+    seen, _ = await list_all(store, 50)
+    assert seen == [f"s-{i:02d}" for i in range(30)][::-1]
+    alone = await store.list_sessions(HUMAN, HUMAN_COLOR, None, None, 50, max_bytes=10)
+    assert len(alone.rows) == 1  # the first session always comes, however big
+
+
+async def test_list_sessions_resumes_after_a_session_deleted_at_the_cursor(store: Store) -> None:
+    ids = await many_sessions(store, 6)
+    first = await store.list_sessions(HUMAN, HUMAN_COLOR, None, None, 2)
+    assert first.next is not None and [r.member.rsplit(":", 1)[1] for r in first.rows] == ids[:-3:-1]
+    p = home(store)
+    await store.redis.zrem(p.sessions(HUMAN, HUMAN_COLOR), first.next[0])  # the index entry the cursor names
+    rest = await store.list_sessions(HUMAN, HUMAN_COLOR, None, None, 10, first.next)
+    assert [r.member.rsplit(":", 1)[1] for r in rest.rows] == ids[-3::-1] and rest.next is None
+    # A newer session posted between pages does not shift the next page.
+    await post_ok(store, ai_reply("q-none", "late", user=GODMODE, color=GODMODE_COLOR, entity="god-mode",
+                                  session_id="s-late"))
+    again = await store.list_sessions(HUMAN, HUMAN_COLOR, None, None, 2, (first.rows[-1].member, first.rows[-1].score))
+    assert [r.member.rsplit(":", 1)[1] for r in again.rows] == [ids[-3], ids[-4]]
+
+
+async def test_list_sessions_skips_deleted_session_keys(store: Store) -> None:
+    ids = await many_sessions(store, 5)
+    for sid in ids[1:4]:
+        color = (GODMODE_COLOR, OTHER_GOD_COLOR)[int(sid[2:]) % 2]
+        await store.redis.delete(keys.godmode_key(HUMAN, HUMAN_COLOR, GODMODE, color, sid))
+    seen, totals = await list_all(store, 1)
+    assert seen == [ids[4], ids[0]] and set(totals) == {5}  # the index still names them until a rebuild
+
+
+async def test_append_message_scores_a_legacy_session_entry_by_its_first_message(store: Store) -> None:
+    # An index written by an earlier version held every session at score 0: the session's next
+    # append gives it its first message's score, and the pair index and id lookup appear.
+    posts = godmode_session_posts("q-none", SESSION, entities=1, answer_bytes=10, synthesis_bytes=10)
+    await post_ok(store, posts[0])
+    p = home(store)
+    member = keys.session_member(GODMODE, GODMODE_COLOR, SESSION)
+    await store.redis.zadd(p.sessions(HUMAN, HUMAN_COLOR), {member: 0})
+    await store.redis.delete(p.pair_sessions(HUMAN, HUMAN_COLOR, GODMODE, GODMODE_COLOR), p.session_ids)
+    await post_ok(store, posts[1])
+    [(_, first_score)] = await store.redis.zrange(SESSION_KEY, 0, 0, withscores=True)
+    assert first_score > 0
+    assert await store.redis.zscore(p.sessions(HUMAN, HUMAN_COLOR), member) == first_score
+    assert await store.redis.zscore(p.pair_sessions(HUMAN, HUMAN_COLOR, GODMODE, GODMODE_COLOR), member) == first_score
+    assert await store.read_session(HUMAN, HUMAN_COLOR, None, None, SESSION) is not None
+
+
+async def test_read_session_messages_are_bounded_in_bytes(store: Store) -> None:
+    posts = godmode_session_posts("q-none", SESSION, entities=6, answer_bytes=1000, synthesis_bytes=10)
+    for body in posts:
+        await post_ok(store, body)
+    raws = await raw_in(store, SESSION_KEY)
+    whole = await store.read_session(HUMAN, HUMAN_COLOR, GODMODE, GODMODE_COLOR, SESSION)
+    assert whole is not None and whole.messages == raws and not whole.truncated
+    cut = await store.read_session(HUMAN, HUMAN_COLOR, GODMODE, GODMODE_COLOR, SESSION, max_bytes=3000)
+    assert cut is not None and cut.truncated and cut.count == len(raws)
+    assert cut.messages == raws[: len(cut.messages or [])] and sum(map(len, cut.messages or [])) <= 3000
+    tiny = await store.read_session(HUMAN, HUMAN_COLOR, GODMODE, GODMODE_COLOR, SESSION, max_bytes=1)
+    assert tiny is not None and tiny.messages == raws[:1] and tiny.truncated  # the first always comes
 
 
 # -- purge_partition ----------------------------------------------------------------------------
@@ -1167,7 +1347,7 @@ async def test_rebuild_indexes_restores_poll_queue_lookups_and_stats(store: Stor
     await queue.update_score(store, q1["id"], 30)
     before_page = (await poll(store)).page
     before_stats = await counters(store)
-    before_sessions = await store.read_sessions(HUMAN, HUMAN_COLOR, None, None)
+    before_sessions = await store.list_sessions(HUMAN, HUMAN_COLOR, None, None, 50)
     clock = int(await store.redis.hget(home(store).meta, "clock"))
 
     # Lose every index; only the message keys and the queue contexts survive.
@@ -1180,7 +1360,7 @@ async def test_rebuild_indexes_restores_poll_queue_lookups_and_stats(store: Stor
     assert (rebuilt["convKeys"], rebuilt["godmodeKeys"], rebuilt["partitions"]) == (3, 1, 12)
     assert (await poll(store)).page.messages == before_page.messages
     assert await counters(store) == before_stats
-    assert await store.read_sessions(HUMAN, HUMAN_COLOR, None, None) == before_sessions
+    assert await store.list_sessions(HUMAN, HUMAN_COLOR, None, None, 50) == before_sessions
     assert (await post_ok(store, chat())).timestamp >= clock
     await check_indexes(store)
     claimed, _, _, _ = await queue.claim_next(store, worker("w2"))
@@ -1221,7 +1401,8 @@ async def test_index_key_indexes_a_key_once_and_skips_foreign_members(store: Sto
 
     def call() -> scripts.IndexKey:
         return scripts.IndexKey(CONV, p.feed, p.ids, p.meta, p.sizes, p.pending, p.processing,
-                                p.sessions(HUMAN, HUMAN_COLOR), keys.CONV, "", 4000, keys.PRIORITY_STRIDE)
+                                p.sessions(HUMAN, HUMAN_COLOR), p.sessions(HUMAN, HUMAN_COLOR), p.session_ids, keys.CONV,
+                                "", "", 4000, keys.PRIORITY_STRIDE)
 
     raws = [m for m in await raw_in(store, CONV) if m.startswith(b"{")]
     assert await store._eval(call()) == (3, sum(map(len, raws)))
@@ -1244,7 +1425,7 @@ async def test_rebuild_indexes_repartition_moves_everything(store: Store) -> Non
     await queue.update_score(store, q1["id"], 30)
     ids_before = set((await follow(store, 100))[0])
     stats_before = await counters(store)
-    sessions_before = await store.read_sessions(OTHER, HUMAN_COLOR, None, None)
+    sessions_before = await store.list_sessions(OTHER, HUMAN_COLOR, None, None, 50)
 
     rebuilt = await store.rebuild_indexes(keys.partitions(5))
     moved = with_settings(store, partitions=5)
@@ -1260,7 +1441,7 @@ async def test_rebuild_indexes_repartition_moves_everything(store: Store) -> Non
 
     assert set((await follow(moved, 100))[0]) == ids_before
     assert await counters(moved) == stats_before
-    assert await moved.read_sessions(OTHER, HUMAN_COLOR, None, None) == sessions_before
+    assert await moved.list_sessions(OTHER, HUMAN_COLOR, None, None, 50) == sessions_before
     message, token = await queue.claim(moved, q1["id"], worker("w2"))
     assert message["context"] == q1["context"] and message["eqScore"] == 30
     await queue.complete(moved, q1["id"], token)
