@@ -3,6 +3,7 @@ listing of `list-keys` (one Store round trip each)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from . import keys
@@ -15,6 +16,7 @@ _BOTH = "[cg]o[nd][vm]*"
 _PREFIXES = (keys.CONV + ":", keys.GODMODE + ":")
 _GLOB = frozenset("*?[]\\")
 MAX_LIST_COUNT = 1000  # a page is one SCAN: bounded work per request
+_CURSOR_RE = re.compile(r"([0-9]{1,4}\.)?[0-9]{1,20}")  # SCAN's cursor; on a cluster "<master>.<its cursor>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +53,7 @@ async def list_keys(store: Store, prefix: str | None = None, cursor: str | None 
                     count: int = 100) -> KeyPage:
     """One SCAN step over the message keys. A page may hold fewer keys than `count`, even none,
     before the scan is complete: follow `cursor` until it is None."""
-    if cursor is not None and not (cursor.isdigit() and len(cursor) <= 20):
+    if cursor is not None and not _CURSOR_RE.fullmatch(cursor):
         raise BadRequest("cursor", "must be a cursor from a previous page")
     following, found = await store.scan_page(list_pattern(prefix), cursor, count)
     names = sorted(name for name in found if name.startswith(_PREFIXES))

@@ -77,3 +77,12 @@ def test_dockerfile_runs_the_same_entry_point_as_make_run() -> None:
     assert serve.COMMAND[-3:] == ("-c", "gunicorn.conf.py", "app.asgi:app")
     for copied in re.findall(r"^COPY (\S+)", dockerfile, re.MULTILINE):
         assert (ROOT / copied).exists()
+
+
+def test_cluster_nodes_keep_serving_the_other_partitions_during_a_failover() -> None:
+    conf = dict(line.split(None, 1) for line in (ROOT / "deploy/redis-cluster.conf").read_text().splitlines()
+                if line.strip() and not line.startswith("#"))
+    assert conf["cluster-enabled"] == "yes" and conf["maxmemory-policy"] == "noeviction"
+    # tests/cluster runs its cluster with this same setting: the failover test proves what it buys.
+    assert conf["cluster-require-full-coverage"] == "no"
+    assert '"--cluster-require-full-coverage", "no"' in (ROOT / "tests/cluster/conftest.py").read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from redis.crc import key_slot
 
 from app import feed, keys, models
 from app.config import ConfigError, Settings, load_settings
@@ -274,3 +275,27 @@ def test_load_settings_partitions_and_feed_window() -> None:
         with pytest.raises(ConfigError) as err:
             load_settings(env)
         assert next(iter(env)) in str(err.value)
+
+
+def test_load_settings_redis_mode_and_replica_acknowledgement() -> None:
+    s = load_settings({"REDIS_MODE": "cluster", "REDIS_URL": "rediss://user:pw@node-1:6380", "REDIS_WAIT_REPLICAS": "1"})
+    assert (s.cluster, s.redis_wait_replicas) == (True, 1)
+    assert (Settings().cluster, Settings().redis_wait_replicas) == (False, 0)
+    for env, named in [
+        ({"REDIS_MODE": "sentinel"}, "REDIS_MODE"),
+        ({"REDIS_MODE": "cluster", "REDIS_URL": "redis://node-1:6379/2"}, "REDIS_URL"),  # a cluster has database 0 only
+        ({"REDIS_MODE": "cluster", "REDIS_URL": "unix:///run/redis.sock"}, "REDIS_URL"),
+        ({"REDIS_WAIT_REPLICAS": "-1"}, "REDIS_WAIT_REPLICAS"),
+    ]:
+        with pytest.raises(ConfigError, match=named):
+            load_settings(env)
+
+
+def test_message_keys_get_their_partitions_tag_only_on_a_cluster() -> None:
+    alone, spread = keys.partition_of("Ann", "231080164", 12), keys.partition_of("Ann", "231080164", 12, cluster=True)
+    assert alone.key_suffix == "" and spread.key_suffix == spread.tag == alone.tag
+    conv = keys.conv_key("Ann", "231080164", "TheEternal", "080175220", spread.key_suffix)
+    assert conv == "conv:Ann:231080164:TheEternal:080175220" + spread.tag
+    assert keys.message_key_human(conv) == ("Ann", "231080164")
+    assert keys.untagged(conv) == "conv:Ann:231080164:TheEternal:080175220"
+    assert key_slot(conv.encode()) == key_slot(spread.feed.encode())

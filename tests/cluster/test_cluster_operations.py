@@ -1,0 +1,121 @@
+"""Operating the service on a cluster: what an operator and a prober see, and the cases only a
+cluster has (keys spread over masters, scripts lost on every node, prefix scans on every master)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+import redis
+
+from app import keys
+from tests.cluster.conftest import ADMIN_TOKEN
+from tests.helpers import (
+    ETERNAL,
+    ETERNAL_COLOR,
+    HUMAN,
+    HUMAN_COLOR,
+    PARTITIONS,
+    godmode_question,
+    godmode_session_posts,
+    human,
+    ok,
+)
+from tests.redis_cluster import RedisCluster
+from tests.service import ROOT, Service
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+PEOPLE = [(f"Spread{i}", f"{30000000 + i:09d}") for i in range(40)]
+
+
+def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "REDIS_URL": url, "REDIS_MODE": "cluster"}
+    return subprocess.run([sys.executable, "-m", "app", *args], check=False, cwd=ROOT, capture_output=True, text=True,
+                          env=env, timeout=60)
+
+
+def post_spread(http: httpx.Client) -> list[str]:
+    """One message from each of 40 humans: every partition, so every master, gets some."""
+    return [ok(http.post("/api/comments", json=human(text=f"from {user}", user=user, color=color)))["key"]
+            for user, color in PEOPLE]
+
+
+def test_readyz_reports_the_cluster_state(http: httpx.Client) -> None:
+    assert ok(http.get("/readyz")) == {"status": "ok", "redis": True, "cluster": "ok"}
+
+
+def test_message_keys_carry_their_partitions_tag_and_prefix_scans_still_list_them(
+        http: httpx.Client, rdb: redis.RedisCluster, cluster: RedisCluster) -> None:
+    written = post_spread(http)
+    for key in written:
+        user, color = keys.message_key_human(key)
+        p = keys.partition_of(user, color, PARTITIONS, cluster=True)
+        assert key == keys.conv_key(user, color, ETERNAL, ETERNAL_COLOR) + p.tag  # the seed's name + the tag
+        assert rdb.keyslot(key) == rdb.keyslot(p.feed)  # one slot with its partition: one script writes both
+    masters = {port for port, _ in cluster.masters()}
+    assert {cluster.node_for_key(key) for key in written} == masters  # spread over every master
+    # The seed's prefix scan, run on every master, lists exactly the human's keys.
+    user, color = PEOPLE[0]
+    found = [k.decode() for port in masters for k in cluster.node(port).scan_iter(match=f"conv:{user}:{color}:*")]
+    assert found == [written[0]]
+
+
+def test_list_keys_walks_every_master_and_purge_empties_them(http: httpx.Client, cluster: RedisCluster) -> None:
+    written = set(post_spread(http))
+    listed: list[str] = []
+    cursor = None
+    for _ in range(100):  # bounded: 40 keys, pages of 7
+        page = ok(http.get("/api/admin/list-keys", params={"limit": 7, **({"cursor": cursor} if cursor else {})},
+                           headers=AUTH))
+        listed += page["keys"]
+        cursor = page["cursor"]
+        if cursor is None:
+            break
+    assert set(listed) == written and len(listed) == len(written)
+    assert ok(http.post("/api/admin/purge", headers=AUTH))["success"]
+    assert sum(cluster.node(port).dbsize() for port, _ in cluster.masters()) <= 1  # store:partitions stays
+
+
+def test_scripts_flushed_on_every_master_are_reloaded(http: httpx.Client, cluster: RedisCluster) -> None:
+    post_spread(http)
+    for port, _ in cluster.masters():
+        cluster.node(port).script_flush()
+    post_spread_again = [ok(http.post("/api/comments", json=human(text="again", user=u, color=c))) for u, c in PEOPLE]
+    assert all(r["status"] == "success" for r in post_spread_again)
+    assert len(ok(http.get("/api/comments", params={"limit": 200}))["messages"]) == 2 * len(PEOPLE)
+
+
+def test_cli_stats_sessions_and_rebuild_on_a_cluster(http: httpx.Client, cluster: RedisCluster) -> None:
+    q = godmode_question("Why a cluster?")
+    ok(http.post("/api/comments", json=q))
+    for body in godmode_session_posts(q["id"], "cl-1", entities=3):
+        ok(http.post("/api/comments", json=body))
+    post_spread(http)
+    stats = json.loads(cli(cluster.url, "stats").stdout)
+    assert stats["messages"] == 7 + len(PEOPLE) and stats["keys"] == {"conv": 1 + len(PEOPLE), "godmode": 1}
+    assert ":cl-1{" in cli(cluster.url, "sessions", HUMAN, HUMAN_COLOR).stdout  # the key as a cluster holds it
+    rebuilt = cli(cluster.url, "rebuild-indexes", "--yes")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert json.loads(rebuilt.stdout)["messages"] == 7 + len(PEOPLE)
+    listed = ok(http.get("/api/godmode-sessions", params={"humanUsername": HUMAN, "humanColor": HUMAN_COLOR}))
+    assert [s["sessionId"] for s in listed["sessions"]] == ["cl-1"]
+    refused = cli(cluster.url, "repartition", "--to", "6", "--yes")
+    assert refused.returncode != 0 and "cluster" in refused.stderr
+
+
+def test_a_dead_cluster_answers_503_with_retry_after(cluster: RedisCluster) -> None:
+    """Start-up needs a reachable node; a service whose every master is gone answers JSON 503s."""
+    svc = Service(cluster.url, REDIS_MODE="cluster", REDIS_TIMEOUT_S="1")
+    try:
+        with httpx.Client(base_url=svc.base_url, timeout=10) as http:
+            ok(http.post("/api/comments", json=human(text="before")))
+            ports = [port for port, _ in cluster.masters()]
+            for port in ports:
+                cluster.node(port).client_pause(3000, all=True)  # every master stalls past the timeout
+            r = http.post("/api/comments", json=human(text="during"))
+            assert r.status_code == 503 and r.headers["Retry-After"] and "error" in r.json()
+    finally:
+        svc.stop()
