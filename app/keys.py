@@ -3,6 +3,8 @@
 Message keys are exactly the formats operators type into redis-cli:
     conv:{humanUsername}:{humanColor}:{aiUsername}:{aiColor}
     godmode:{humanUsername}:{humanColor}:{aiUsername}:{aiColor}:{sessionId}
+On a Redis Cluster they end in their partition's hash tag (Partition.key_suffix), so a script can
+write a message key and its partition's keys together; prefix scans still match as written.
 
 Everything else belongs to a partition. A message belongs to the partition of its human, so one
 human's conversations, sessions and pair view live together, and every write is one script on

@@ -464,10 +464,6 @@ class Store:
             out[i] = replace(rows[i], meta=meta)
         return out
 
-    async def get_session_meta(self, session_id: str) -> bytes | None:
-        [meta] = await self._wire([("GET", keys.session_meta_key(session_id))])
-        return meta  # type: ignore[no-any-return]
-
     # -- operations -----------------------------------------------------------------------------
 
     async def global_score(self) -> int:
