@@ -14,7 +14,6 @@ from .store import Store
 _BOTH = "[cg]o[nd][vm]*"
 _PREFIXES = (keys.CONV + ":", keys.GODMODE + ":")
 _GLOB = frozenset("*?[]\\")
-MAX_LIST_COUNT = 1000  # a page is one SCAN: bounded work per request
 
 
 @dataclass(frozen=True, slots=True)
