@@ -105,7 +105,7 @@ async def get_comments(request: Request) -> Response:
 async def patch_comment(request: Request) -> Response:
     message_id = models.ident(request.path_params["id"], "id")
     body = await _body(request, models.ScoreBody)
-    message, global_score = await queue.update_score(_store(request), message_id, body.eqScore)
+    message, global_score = await queue.update_score(_store(request), message_id, int(body.eqScore))
     return json_response(models.Scored(True, msgspec.Raw(message), global_score))
 
 

@@ -42,7 +42,7 @@ def decode(raw: bytes) -> Any:
 # ---------------------------------------------------------------------------------------------
 # Field types. A pattern is also the OpenAPI document's, so it is written for both dialects.
 
-_MESSAGES: dict[str, str] = {}  # pattern -> what a 400 says the value must be
+_MESSAGES: dict[str, str] = {}  # repr(pattern), as msgspec's errors quote it -> what a 400 says instead
 
 
 def anchored(regex: str, *, or_empty: bool = False) -> str:
@@ -52,8 +52,8 @@ def anchored(regex: str, *, or_empty: bool = False) -> str:
 
 def _text(regex: str, must_be: str, *, or_empty: bool = False) -> Meta:
     pattern = anchored(regex, or_empty=or_empty)
-    _MESSAGES[pattern] = must_be + (" (or '' for none)" if or_empty else "")
-    return Meta(pattern=pattern, description=_MESSAGES[pattern])
+    _MESSAGES[repr(pattern)] = must_be + (" (or '' for none)" if or_empty else "")
+    return Meta(pattern=pattern, description=_MESSAGES[repr(pattern)])
 
 
 _KEY_PART = f"1-{keys.KEY_PART_MAX} characters without ':', '*', '?', '[', ']', '\\', '{{', '}}' or control characters"
@@ -72,8 +72,10 @@ Ais = Annotated[str, _text(f"{keys.KEY_PART_RE.pattern}(?::{keys.KEY_PART_RE.pat
 MessageType = Annotated[str, _text(_TYPE, "'human' or 'AI', any case", or_empty=True)]
 SessionKey = Annotated[str, _text(keys.SESSION_META_PREFIX + keys.ID_RE.pattern, f"'{keys.SESSION_META_PREFIX}<id>'")]
 QueryInt = Annotated[str, _text("-?[0-9]{1,30}", "an integer", or_empty=True)]  # clamped to a range, not refused
-Score = Annotated[int, Meta(ge=0, le=100)]
-Priority = Annotated[int, Meta(ge=0, le=99)]
+# A JSON integer, or a number with no fraction such as 5.0 (JSON Schema's "integer"): floats that
+# are multiples of 1. Read with int().
+Score = Annotated[float, Meta(ge=0, le=100, multiple_of=1, extra_json_schema={"type": "integer"})]
+Priority = Annotated[float, Meta(ge=0, le=99, multiple_of=1, extra_json_schema={"type": "integer"})]
 WorkerId = Annotated[str, Meta(min_length=1, max_length=128)]
 
 
@@ -81,7 +83,7 @@ WorkerId = Annotated[str, Meta(min_length=1, max_length=128)]
 # Decoding and its errors
 
 _MISSING = re.compile(r"Object missing required field `([^`]+)`")
-_NO_MATCH = re.compile(r"Expected `str` matching regex '(.*)'", re.DOTALL)
+_NO_MATCH = re.compile(r"Expected `str` matching regex (.*)", re.DOTALL)
 
 
 def _bad(exc: msgspec.ValidationError, prefix: str) -> BadRequest:
@@ -191,8 +193,6 @@ class Message(Struct, kw_only=True, omit_defaults=True):
     eqScore: int
 
 
-STATE_FIELDS = tuple(MessageBotParams.__struct_encode_fields__[-5:])  # lua/_lib.lua's STATE, in order
-
 
 # ---------------------------------------------------------------------------------------------
 # POST /api/comments
@@ -286,7 +286,7 @@ def plan_append(body: Comment | Mapping[str, Any], settings: Settings) -> Append
     is_ai = (mtype or "").lower() == "ai"
     entity = params.entity or ""
     priority = params.priority if params.priority is not None else body.priority
-    priority = 5 if priority is None else priority
+    priority = 5 if priority is None else int(priority)
     session_id = params.sessionId or None
 
     if is_ai:
@@ -317,7 +317,7 @@ def plan_append(body: Comment | Mapping[str, Any], settings: Settings) -> Append
 
     status: Literal["", "pending", "complete"] = ("complete" if is_ai else "pending") if entity else ""
     message_id = body.id or new_id()
-    eq_score = body.eqScore or 0
+    eq_score = int(body.eqScore or 0)
     message = Message(
         id=message_id, timestamp=0, domain="", text=body.text, username=body.username, color=body.color,
         message_type="AI" if is_ai else "human", replyTo=body.replyTo or None, eqScore=eq_score,

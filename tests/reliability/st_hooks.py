@@ -24,7 +24,6 @@ DOCUMENTED_400 = {
     ("/api/godmode-session/{session_id}", "aiUsername"), ("/api/godmode-session/{session_id}", "aiColor"),
     ("/api/godmode-sessions", "aiUsername"), ("/api/godmode-sessions", "aiColor"),
     ("/api/godmode-session", "sessionData.sessionId"),  # must equal the id in sessionKey
-    ("/api/comments", "since"),  # an integer, when read: only without `after`
 }
 
 

@@ -1350,3 +1350,52 @@ async def test_stored_member_is_what_append_message_writes(store: Store, body: d
     assert result.status == "ok"
     [written] = await store.redis.zrange(plan.key, 0, -1)
     assert models.stored_member(plan, result.timestamp, result.domain) == written
+
+
+def _as_struct(raw: bytes) -> models.Message:
+    """A stored member decoded strictly as models.Message, after checking it re-encodes byte for byte."""
+    message = msgspec.json.decode(raw, type=models.Message)
+    assert encode(message) == raw, (raw, encode(message))
+    return message
+
+
+async def test_every_script_writes_what_the_message_struct_encodes(store: Store) -> None:
+    # models.Message's field order is the byte format, and the Lua side writes it on its own
+    # (append_message's head, _lib.lua's state tail): after each script, every member must decode
+    # as the Struct and encode back to the same bytes.
+    store = with_settings(store, claim_timeout_s=1)
+    question = human()
+    await post_ok(store, question)
+    await post_ok(store, chat("no botParams", eqScore=3))
+    await post_ok(store, ai_reply(question["id"], "answered"))
+    states = [[m.botParams and m.botParams.status for m in map(_as_struct, await raw_in(store, CONV))]]
+    await queue.claim_next(store, worker('w "1" \\ ü'))
+    [claimed] = [m for m in map(_as_struct, await raw_in(store, CONV)) if m.id == question["id"]]
+    assert claimed.botParams and claimed.botParams.claimedBy == 'w "1" \\ ü' and claimed.botParams.claimedAt
+    await store.redis.zadd(home(store).processing, {question["id"]: 1}, xx=True)  # the claim expires
+    await queue.claim_next(store, worker("w2"))  # requeues, then claims again
+    await queue.update_score(store, question["id"], 64)
+    await queue.complete(store, question["id"], "")
+    [done] = [m for m in map(_as_struct, await raw_in(store, CONV)) if m.id == question["id"]]
+    assert done.botParams and (done.botParams.status, done.botParams.attempts, done.eqScore) == ("complete", 1, 64)
+    assert done.botParams.completedAt and done.botParams.claimedBy == "w2"
+    assert states == [["pending", None, "complete"]]
+
+
+async def test_scripts_read_the_state_the_message_struct_encodes(store: Store) -> None:
+    # The other direction: a tail encoded by the Struct (an escaped claimedBy, attempts > 0), as
+    # import-legacy writes it, is parsed by _lib.lua's state_read and rewritten whole.
+    body = human()
+    await post_ok(store, body)
+    [raw] = await raw_in(store, CONV)
+    message = _as_struct(raw)
+    assert message.botParams is not None
+    state = msgspec.structs.replace(message.botParams, status="processing", claimedBy='w "1" \\', claimedAt=123,
+                                    attempts=3)
+    edited = encode(msgspec.structs.replace(message, botParams=state))
+    score = await store.redis.zscore(CONV, raw)
+    for key in (CONV, home(store).feed):
+        await store.redis.zrem(key, raw)
+        await store.redis.zadd(key, {edited: score})
+    written, _ = await queue.update_score(store, body["id"], 64)
+    assert written == encode(msgspec.structs.replace(message, botParams=state, eqScore=64))
