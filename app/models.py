@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
@@ -124,29 +124,20 @@ def load(type_: type[T], data: Mapping[str, Any]) -> T:
         raise _bad(exc, "") from None
 
 
-# Single values outside a body: path parameters, key parts read back by the CLI and import-legacy.
-def key_part(value: str | None, field: str) -> str:
-    if not value:
-        raise BadRequest(field, "is required")
-    if not keys.KEY_PART_RE.fullmatch(value):
-        raise BadRequest(field, "must be " + _KEY_PART)
-    return value
+def _single(pattern: re.Pattern[str], must_be: str) -> Callable[[str | None, str], str]:
+    """A check of one value outside a body: path parameters, key parts read back by the CLI and import-legacy."""
+    def check(value: str | None, field: str) -> str:
+        if not value:
+            raise BadRequest(field, "is required")
+        if not pattern.fullmatch(value):
+            raise BadRequest(field, "must be " + must_be)
+        return value
+    return check
 
 
-def color(value: str | None, field: str) -> str:
-    if not value:
-        raise BadRequest(field, "is required")
-    if not COLOR_RE.fullmatch(value):
-        raise BadRequest(field, "must be " + _COLOR)
-    return value
-
-
-def ident(value: str | None, field: str) -> str:
-    if not value:
-        raise BadRequest(field, "is required")
-    if not keys.ID_RE.fullmatch(value):
-        raise BadRequest(field, "must be " + _ID)
-    return value
+key_part = _single(keys.KEY_PART_RE, _KEY_PART)
+color = _single(COLOR_RE, _COLOR)
+ident = _single(keys.ID_RE, _ID)
 
 
 _ID_ALPHABET = b"abcdefghijklmnopqrstuvwxyz0123456789"

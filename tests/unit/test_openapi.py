@@ -32,7 +32,7 @@ def test_spec_readme_and_app_name_the_same_routes() -> None:
     documented = {(op.upper(), path) for path, ops in SPEC["paths"].items() for op in ops}
     served = {(method, route.path) for route in routes() for method in route.methods or () if method != "HEAD"}
     api_section = README.split("## HTTP API", 1)[1].split("\n## ", 1)[0]
-    listed = set(re.findall(r"^\| (GET|POST|PATCH|PUT|DELETE) \| `([^`]+)` \|", api_section, re.M))
+    listed = set(re.findall(r"^\| (GET|POST|PATCH|PUT|DELETE) \| `([^`]+)` \|", api_section, re.MULTILINE))
     assert documented == served == listed
 
 
