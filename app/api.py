@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hmac
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -23,6 +24,7 @@ from .store import Store
 
 JSON = "application/json"
 log = logging.getLogger("godmode_store")
+T = TypeVar("T")
 
 
 RETRY_AFTER_S = "1"
@@ -50,7 +52,7 @@ def _body_too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge("request body is larger than the limit", field="body", limit=limit)
 
 
-async def _body(request: Request) -> dict[str, Any]:
+async def _body(request: Request, type_: type[T]) -> T:
     # Browsers may post JSON as text/plain to skip a preflight; only form encodings are refused.
     headers = request.headers
     if headers.get("content-type", "").startswith(_FORM_TYPES):
@@ -60,14 +62,14 @@ async def _body(request: Request) -> dict[str, Any]:
     if declared.isdigit() and int(declared) > limit:
         raise _body_too_large(limit)
     if declared:
-        return models.json_object(await request.body())
+        return models.load_json(await request.body(), type_)
     chunks, size = [], 0  # chunked upload: count as it arrives
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise _body_too_large(limit)
         chunks.append(chunk)
-    return models.json_object(b"".join(chunks))
+    return models.load_json(b"".join(chunks), type_)
 
 
 # -- messages -----------------------------------------------------------------------------------
@@ -75,12 +77,12 @@ async def _body(request: Request) -> dict[str, Any]:
 
 async def post_comment(request: Request) -> Response:
     settings = _settings(request)
-    plan = models.plan_append(await _body(request), settings)
+    plan = models.plan_append(await _body(request, models.Comment), settings)
     result = await _store(request).append_message(plan)
     metrics.record_append(plan.kind, result)
     if result.status in ("ok", "duplicate"):
-        status = "success" if result.status == "ok" else "duplicate"
-        return json_response({"id": plan.id, "timestamp": result.timestamp, "status": status, "key": result.key})
+        return json_response(models.Posted(plan.id, result.timestamp,
+                                           "success" if result.status == "ok" else "duplicate", result.key))
     if result.status == "backlog":
         raise PayloadTooLarge(
             "conversation is full of pending/processing messages; complete them before posting more",
@@ -93,40 +95,27 @@ async def post_comment(request: Request) -> Response:
     )
 
 
-_POLL_TAIL = b'],"nextAfter":%d,"hasMore":%s,"globalScore":%d,"cursor":"%s","reset":%s'
-_BOOL = {True: b"true", False: b"false"}
-
-
 async def get_comments(request: Request) -> Response:
     settings = _settings(request)
     query = models.poll_query(request.query_params, settings.partitions)
     read = await _store(request).read_feed(query.positions, query.limit, query.type_mark)
     page = read.page
-    body = b'{"messages":[' + b",".join(page.messages)
-    body += _POLL_TAIL % (page.next_after, _BOOL[page.has_more], read.global_score,
-                          encode_cursor(page.positions).encode(), _BOOL[page.reset or query.reset])
-    version = settings.client_version
-    body += b',"version":' + encode(version) + b"}" if version else b"}"
-    return Response(body, media_type=JSON)
+    return json_response(models.PollPage(
+        [msgspec.Raw(m) for m in page.messages], page.next_after, page.has_more, read.global_score,
+        encode_cursor(page.positions), page.reset or query.reset, settings.client_version or None))
 
 
 async def patch_comment(request: Request) -> Response:
     message_id = models.ident(request.path_params["id"], "id")
-    score = models.eq_score(await _body(request))
-    message, global_score = await queue.update_score(_store(request), message_id, score)
-    return json_response({"success": True, "message": message, "globalScore": global_score})
-
-
-def _array(rows: list[bytes]) -> Response:
-    return Response(b"[" + b",".join(rows) + b"]", media_type=JSON)
+    body = await _body(request, models.ScoreBody)
+    message, global_score = await queue.update_score(_store(request), message_id, int(body.eqScore))
+    return json_response(models.Scored(True, msgspec.Raw(message), global_score))
 
 
 async def get_conversation(request: Request) -> Response:
-    human_user, human_color, ai_user, ai_color = models.pair_query(request.query_params)
-    assert ai_user is not None and ai_color is not None
-    after = models.query_int(request.query_params, "after", 0, -1, models.MAX_TS)
-    limit = models.query_int(request.query_params, "limit", 100, 1, 1000)
-    return _array(await _store(request).read_pair(human_user, human_color, ai_user, ai_color, after, limit))
+    human_user, human_color, ai_user, ai_color, after, limit = models.conversation_query(request.query_params)
+    rows = await _store(request).read_pair(human_user, human_color, ai_user, ai_color, after, limit)
+    return json_response([msgspec.Raw(row) for row in rows])
 
 
 # -- God Mode sessions --------------------------------------------------------------------------
@@ -138,10 +127,9 @@ async def _one_session(request: Request, session_id: str) -> Response:
     row = await _store(request).read_session(human_user, human_color, ai_user, ai_color, session_id)
     if row is None:
         raise NotFound(f"no God Mode session {session_id} for {human_user}:{human_color}", sessionId=session_id)
-    messages = row.messages or []
-    body = b'{"session":' + encode(models.session_summary(human_user, human_color, row)) + b',"messages":['
-    body += b",".join(messages) + b'],"messageCount":%d,"truncated":%s}' % (len(messages), _BOOL[row.truncated])
-    return Response(body, media_type=JSON)
+    messages = [msgspec.Raw(m) for m in row.messages or []]
+    return json_response(models.OneSession(models.session_summary(human_user, human_color, row), messages,
+                                           len(messages), row.truncated))
 
 
 async def get_godmode_conversation(request: Request) -> Response:
@@ -153,52 +141,48 @@ async def get_godmode_session(request: Request) -> Response:
 
 
 async def list_godmode_sessions(request: Request) -> Response:
-    params = request.query_params
-    human_user, human_color, ai_user, ai_color = models.pair_query(params, ai_required=False)
-    limit = models.query_int(params, "limit", sessions.PAGE_DEFAULT, 1, sessions.PAGE_MAX)
-    after = sessions.cursor_query(params)
+    human_user, human_color, ai_user, ai_color, limit, after = models.sessions_query(request.query_params)
     page = await _store(request).list_sessions(human_user, human_color, ai_user, ai_color, limit, after)
-    return json_response({"sessions": [models.session_summary(human_user, human_color, row) for row in page.rows],
-                          "total": page.total, "cursor": sessions.encode_cursor(*page.next) if page.next else None})
+    return json_response(models.SessionList([models.session_summary(human_user, human_color, row) for row in page.rows],
+                                            page.total, sessions.encode_cursor(*page.next) if page.next else None))
 
 
 async def post_godmode_session(request: Request) -> Response:
-    meta = models.session_meta(await _body(request), _settings(request))
+    meta = models.session_meta(await _body(request, models.SessionMetaBody), _settings(request))
     await _store(request).save_session_meta(meta.key, meta.data)
-    return json_response({"success": True, "sessionKey": meta.key, "messageCount": meta.message_count})
+    return json_response(models.SessionSaved(True, meta.key, meta.message_count))
 
 
 # -- queue --------------------------------------------------------------------------------------
 
 
 async def claim_next(request: Request) -> Response:
-    worker = models.worker_id(await _body(request))
-    message, token, total, remaining = await queue.claim_next(_store(request), encode(worker))
+    body = await _body(request, models.ClaimNextBody)
+    message, token, total, remaining = await queue.claim_next(_store(request), encode(body.workerId))
     if message is None:
-        return json_response({"success": False, "message": None, "reason": "no_pending_messages",
-                              "totalPending": total, "remainingPending": remaining})
-    return json_response({"success": True, "message": message, "claimToken": token, "totalPending": total,
-                          "remainingPending": remaining})
+        return json_response(models.ClaimNextAnswer(success=False, message=None, reason="no_pending_messages", totalPending=total,
+                                                    remainingPending=remaining))
+    return json_response(models.ClaimNextAnswer(success=True, message=message, claimToken=token, totalPending=total,
+                                                remainingPending=remaining))
 
 
 async def claim(request: Request) -> Response:
-    body = await _body(request)
-    message_id, worker = models.message_id(body), models.worker_id(body)
-    message, token = await queue.claim(_store(request), message_id, encode(worker))
-    return json_response({"success": True, "message": message, "claimToken": token})
+    body = await _body(request, models.ClaimBody)
+    message, token = await queue.claim(_store(request), body.messageId, encode(body.workerId))
+    return json_response(models.Claimed(True, message, token))
 
 
 async def complete(request: Request) -> Response:
-    body = await _body(request)
-    await queue.complete(_store(request), models.message_id(body), models.claim_token(body))
-    return json_response({"success": True})
+    body = await _body(request, models.CompleteBody)
+    await queue.complete(_store(request), body.messageId, body.claimToken or "")
+    return json_response(models.Done(True))
 
 
 async def get_pending(request: Request) -> Response:
-    limit = models.query_int(request.query_params, "limit", 10, 1, 1000)
+    limit = models.pending_limit(request.query_params)
     messages, waiting, processing, truncated = await queue.pending(_store(request), limit)
-    return json_response({"pending": messages, "platformOnly": [], "truncated": truncated,
-                          "kvStats": {"pending": waiting, "processing": processing, "returned": len(messages)}})
+    return json_response(models.PendingAnswer(messages, [], truncated,
+                                              models.QueueCounts(waiting, processing, len(messages))))
 
 
 # -- operations ---------------------------------------------------------------------------------
@@ -222,34 +206,30 @@ def _require_admin(request: Request, what: str) -> None:
 async def admin_purge(request: Request) -> Response:
     _require_admin(request, "purge")
     deleted = await _store(request).purge()
-    return json_response({"success": True, "deletedKeys": deleted})
+    return json_response(models.Purged(True, deleted))
 
 
 async def admin_list_keys(request: Request) -> Response:
     _require_admin(request, "list-keys")
-    params = request.query_params
-    count = models.query_int(params, "limit", 100, 1, ops.MAX_LIST_COUNT)
-    page = await ops.list_keys(_store(request), params.get("prefix"), params.get("cursor") or None, count)
-    return json_response({"keys": page.keys, "count": len(page.keys), "cursor": page.cursor})
+    prefix, cursor, count = models.list_keys_query(request.query_params)
+    page = await ops.list_keys(_store(request), prefix, cursor, count)
+    return json_response(models.KeyPage(page.keys, len(page.keys), page.cursor))
 
 
 async def healthz(request: Request) -> Response:
-    return json_response({"status": "ok"})
+    return json_response(models.Health("ok"))
 
 
 async def readyz(request: Request) -> Response:
     store = _store(request)
     ok = await store.healthy()
     # On a cluster, ready while any master answers: the others' partitions keep serving.
-    cluster = {"cluster": store.cluster_state} if store.settings.cluster else {}
+    cluster = store.cluster_state if store.settings.cluster else None
     if not ok:
-        return json_response({"status": "unavailable", "redis": False, "error": "Redis is unreachable", **cluster},
-                             503)
+        return json_response(models.Ready("unavailable", False, error="Redis is unreachable", cluster=cluster), 503)
     if not store.eviction_checked:  # a worker that started while Redis was down checks now
         await store.check_eviction()
-    if store.eviction_warning:
-        return json_response({"status": "ok", "redis": True, **cluster, "warning": store.eviction_warning})
-    return json_response({"status": "ok", "redis": True, **cluster})
+    return json_response(models.Ready("ok", True, cluster=cluster, warning=store.eviction_warning or None))
 
 
 def routes() -> list[Route]:

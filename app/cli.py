@@ -73,7 +73,7 @@ async def _sessions(store: Store, args: argparse.Namespace) -> int:
         after = page.next
     for row in reversed(rows):
         s = models.session_summary(human_user, human_color, row)
-        print(f"{s['key']}\t{s['messageCount']} messages\t{s['bytes']} bytes\t{s['question']!r}")
+        print(f"{s.key}\t{s.messageCount} messages\t{s.bytes} bytes\t{s.question!r}")
     return 0
 
 

@@ -20,11 +20,12 @@ timestamps land behind live pollers' positions.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from . import keys, models
 from .errors import BadRequest
@@ -141,7 +142,7 @@ def _row(raw: Any, human_user: str, human_color: str, session_id: str | None, re
     if status == "pending":  # a human message for a bot: keep the legacy queue state
         status = _STATUSES.get(legacy_status, "complete")
     domain = plan.domain or settings.default_domain
-    return _Row(dataclasses.replace(plan, status=status), ts, domain, attempts)
+    return _Row(msgspec.structs.replace(plan, status=status), ts, domain, attempts)
 
 
 def member(row: _Row) -> str:
@@ -191,7 +192,7 @@ def plan_import(export: Mapping[str, Any], store: Store, report: Report) -> tupl
         if target is None:
             member_name = keys.session_member(ai_user, ai_color, key.rsplit(":", 1)[1]) if kind == keys.GODMODE else ""
             target = targets[key] = _Target(key + partition.key_suffix, kind, human_user, human_color, member_name)
-        target.rows.append(_Row(dataclasses.replace(
+        target.rows.append(_Row(msgspec.structs.replace(
             row.plan, key=target.key, kind=kind, partition=partition, human_user=human_user, human_color=human_color,
             session_member=target.session_member), row.ts, row.domain, row.attempts))
 

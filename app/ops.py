@@ -15,7 +15,6 @@ from .store import Store
 _BOTH = "[cg]o[nd][vm]*"
 _PREFIXES = (keys.CONV + ":", keys.GODMODE + ":")
 _GLOB = frozenset("*?[]\\")
-MAX_LIST_COUNT = 1000  # a page is one SCAN: bounded work per request
 _CURSOR_RE = re.compile(r"([0-9]{1,4}\.)?[0-9]{1,20}")  # SCAN's cursor; on a cluster "<master>.<its cursor>"
 
 

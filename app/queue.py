@@ -43,11 +43,12 @@ async def _only_partition(store: Store, message_id: str) -> Partition:
     return found[0]
 
 
-async def update_score(store: Store, message_id: str, score: int) -> tuple[dict[str, Any], int]:
+async def update_score(store: Store, message_id: str, score: int) -> tuple[bytes, int]:
+    """(the stored message as Redis holds it now, globalScore)."""
     raw = await store.score_message(await _only_partition(store, message_id), message_id, score)
     if raw is None:
         raise NotFound(f"message {message_id} not found", messageId=message_id)
-    return decode(raw), await store.global_score()
+    return raw, await store.global_score()
 
 
 async def _heads(store: Store) -> list[QueueHead]:

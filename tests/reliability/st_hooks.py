@@ -25,7 +25,6 @@ DOCUMENTED_400 = {
     ("/api/godmode-sessions", "aiUsername"), ("/api/godmode-sessions", "aiColor"),
     ("/api/godmode-sessions", "cursor"),  # its pattern cannot say which base64 holds a session of ours
     ("/api/godmode-session", "sessionData.sessionId"),  # must equal the id in sessionKey
-    ("/api/comments", "since"),  # an integer, when read: only without `after`
 }
 
 

@@ -299,3 +299,29 @@ def test_message_keys_get_their_partitions_tag_only_on_a_cluster() -> None:
     assert keys.message_key_human(conv) == ("Ann", "231080164")
     assert keys.untagged(conv) == "conv:Ann:231080164:TheEternal:080175220"
     assert key_slot(conv.encode()) == key_slot(spread.feed.encode())
+
+
+def test_documented_edge_cases_of_input() -> None:
+    # README "Input rules": an integral float is an integer; '' and null are absent; unknown fields ignored.
+    p = plan(human(eqScore=72.0, priority=9.0, botParams={"entity": "e", "priority": None}))
+    assert p.eq_score == 72 and p.queue_rank_base == keys.queue_rank_base(9)
+    assert b'"priority":9,' in models.stored_member(p, 5, "x.app")
+    p = plan(human(id="", domain="", replyTo=None, botParams={"entity": "e", "ais": "", "sessionId": ""}, anything=[1]))
+    assert len(p.id) == 11 and p.domain == "" and p.reply_to == "" and p.key.endswith(":e:default")
+    for change, field in [({"username": ""}, "username"), ({"text": None}, "text"), ({"username": "Human\n"}, "username"),
+                          ({"messageType": "robot", "message-type": "human"}, "messageType"), ({"priority": 7.5}, "priority"),
+                          ({"eqScore": "5"}, "eqScore")]:
+        assert bad_field({**human(), **change}) == field
+
+
+def test_bad_field_messages_say_what_is_expected() -> None:
+    with pytest.raises(BadRequest) as err:
+        plan({**human(), "username": "a:b"})
+    assert err.value.message == "username: must be 1-64 characters without ':', '*', '?', '[', ']', '\\', '{', '}' " \
+                                "or control characters"
+    with pytest.raises(BadRequest) as err:
+        plan({"username": "Human", "color": "080150227"})
+    assert (err.value.message, err.value.extra["field"]) == ("text: is required", "text")
+    with pytest.raises(BadRequest) as err:
+        plan({**human(), "botParams": {"entity": "e", "priority": 100}})
+    assert err.value.extra["field"] == "botParams.priority" and "<= 99" in err.value.message

@@ -14,6 +14,7 @@ from importlib import resources
 from typing import Any
 
 import fakeredis
+import msgspec
 import pytest
 import redis
 
@@ -49,7 +50,7 @@ COUNTERS = ("convKeys", "godmodeKeys", "messages", "bytes", "globalScore")
 
 async def counters(store: Store) -> dict[str, int]:
     """What /api/admin/stats reports."""
-    return models.stats_body(await store.stats())
+    return msgspec.to_builtins(models.stats_body(await store.stats()))  # type: ignore[no-any-return]
 
 
 def _other_human() -> str:
@@ -962,9 +963,9 @@ async def test_score_message_replaces_its_share_of_the_global_score(store: Store
     before = await store.redis.zrange(CONV, 0, -1, withscores=True)
     await queue.update_score(store, body["id"], 72)
     message, total = await queue.update_score(store, body["id"], 40)
-    assert message["eqScore"] == 40 and total == 40
+    assert decode(message)["eqScore"] == 40 and total == 40
     [(raw, score)] = await store.redis.zrange(CONV, 0, -1, withscores=True)
-    assert score == before[0][1] and decode(raw) == message  # same place, same timestamp
+    assert score == before[0][1] and raw == message  # same place, same timestamp
     assert decode(raw)["timestamp"] == decode(before[0][0])["timestamp"]
     assert await store.redis.zscore(home(store).feed, raw) == score  # the poll's copy too
     assert (await size_record(store, CONV)) == (len(raw), len(raw), 1)  # still pending: bytes in flight
@@ -1131,7 +1132,7 @@ async def test_read_sessions_metadata_is_read_outside_the_script(store: Store) -
     await store.save_session_meta(keys.session_meta_key(sid), b'{"humanQuestion":"Why?"}')
     [row] = (await store.list_sessions(HUMAN, HUMAN_COLOR, None, None, 50)).rows
     assert row.replied is None and row.meta == b'{"humanQuestion":"Why?"}'
-    assert models.session_summary(HUMAN, HUMAN_COLOR, row)["question"] == "Why?"
+    assert models.session_summary(HUMAN, HUMAN_COLOR, row).question == "Why?"
     one = await store.read_session(HUMAN, HUMAN_COLOR, None, None, sid)
     assert one is not None and one.meta == row.meta
     lua = resources.files("app").joinpath("lua")
@@ -1214,7 +1215,7 @@ async def test_list_sessions_page_is_bounded_in_bytes(store: Store) -> None:
     assert 1 <= len(page.rows) < 30 and page.next is not None
     assert sum(len(r.first) for r in page.rows) <= PAGE_MAX_BYTES
     summaries = [models.session_summary(HUMAN, HUMAN_COLOR, r) for r in page.rows]
-    assert all(s["question"] == big for s in summaries)
+    assert all(s.question == big for s in summaries)
     seen, _ = await list_all(store, 50)
     assert seen == [f"s-{i:02d}" for i in range(30)][::-1]
     alone = await store.list_sessions(HUMAN, HUMAN_COLOR, None, None, 50, max_bytes=10)
@@ -1530,3 +1531,52 @@ async def test_stored_member_is_what_append_message_writes(store: Store, body: d
     assert result.status == "ok"
     [written] = await store.redis.zrange(plan.key, 0, -1)
     assert models.stored_member(plan, result.timestamp, result.domain) == written
+
+
+def _as_struct(raw: bytes) -> models.Message:
+    """A stored member decoded strictly as models.Message, after checking it re-encodes byte for byte."""
+    message = msgspec.json.decode(raw, type=models.Message)
+    assert encode(message) == raw, (raw, encode(message))
+    return message
+
+
+async def test_every_script_writes_what_the_message_struct_encodes(store: Store) -> None:
+    # models.Message's field order is the byte format, and the Lua side writes it on its own
+    # (append_message's head, _lib.lua's state tail): after each script, every member must decode
+    # as the Struct and encode back to the same bytes.
+    store = with_settings(store, claim_timeout_s=1)
+    question = human()
+    await post_ok(store, question)
+    await post_ok(store, chat("no botParams", eqScore=3))
+    await post_ok(store, ai_reply(question["id"], "answered"))
+    states = [[m.botParams and m.botParams.status for m in map(_as_struct, await raw_in(store, CONV))]]
+    await queue.claim_next(store, worker('w "1" \\ ü'))
+    [claimed] = [m for m in map(_as_struct, await raw_in(store, CONV)) if m.id == question["id"]]
+    assert claimed.botParams and claimed.botParams.claimedBy == 'w "1" \\ ü' and claimed.botParams.claimedAt
+    await store.redis.zadd(home(store).processing, {question["id"]: 1}, xx=True)  # the claim expires
+    await queue.claim_next(store, worker("w2"))  # requeues, then claims again
+    await queue.update_score(store, question["id"], 64)
+    await queue.complete(store, question["id"], "")
+    [done] = [m for m in map(_as_struct, await raw_in(store, CONV)) if m.id == question["id"]]
+    assert done.botParams and (done.botParams.status, done.botParams.attempts, done.eqScore) == ("complete", 1, 64)
+    assert done.botParams.completedAt and done.botParams.claimedBy == "w2"
+    assert states == [["pending", None, "complete"]]
+
+
+async def test_scripts_read_the_state_the_message_struct_encodes(store: Store) -> None:
+    # The other direction: a tail encoded by the Struct (an escaped claimedBy, attempts > 0), as
+    # import-legacy writes it, is parsed by _lib.lua's state_read and rewritten whole.
+    body = human()
+    await post_ok(store, body)
+    [raw] = await raw_in(store, CONV)
+    message = _as_struct(raw)
+    assert message.botParams is not None
+    state = msgspec.structs.replace(message.botParams, status="processing", claimedBy='w "1" \\', claimedAt=123,
+                                    attempts=3)
+    edited = encode(msgspec.structs.replace(message, botParams=state))
+    score = await store.redis.zscore(CONV, raw)
+    for key in (CONV, home(store).feed):
+        await store.redis.zrem(key, raw)
+        await store.redis.zadd(key, {edited: score})
+    written, _ = await queue.update_score(store, body["id"], 64)
+    assert written == encode(msgspec.structs.replace(message, botParams=state, eqScore=64))
