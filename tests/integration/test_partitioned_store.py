@@ -266,7 +266,9 @@ async def test_burst_of_appends_keeps_timestamps_on_the_wall_clock(redis_server:
     off = [(sent, ts, acked) for sent, ts, acked in stamps if not sent - 10 <= ts <= acked + 10]
     worst = max((max(sent - ts, ts - acked) for sent, ts, acked in stamps), default=0)
     print(f"burst: {len(stamps)} appends at {rate:,.0f}/s; worst distance from the wall clock {worst:.1f} ms")
-    assert rate > 5000, f"the burst reached only {rate:,.0f} appends/s"
+    # Past 1,000 appends/s the old store's timestamps ran ahead of the clock (+1 ms each): any rate above
+    # exercises the fix. (bench/drift.py measures the rate itself: 13,500/s on an idle machine.)
+    assert rate > 1000, f"the burst reached only {rate:,.0f} appends/s"
     assert not off, f"{len(off)} timestamps off the wall clock by > 10 ms (worst {worst:.0f} ms), e.g. {off[:3]}"
 
 
