@@ -331,7 +331,15 @@ def _cluster_table(cl: dict[str, Any] | None) -> list[str]:
             lines.append(f"| {name} | {dep} | {_fmt(r['rps'])} | {share} | {_fmt(r['p50_ms'])} | {_fmt(r['p99_ms'])} | "
                          f"{_fmt(r['redis_usec_per_request'])} | {_fmt(r['redis_cpu_us_per_request'])} | "
                          f"{_fmt(r['app_cpu_us_per_request'])} | {balance} |")
+    pages = []
+    for key, name in (("get", "newest page"), ("get_frontend", "frontend poll")):
+        for dep in ("standalone", "cluster"):
+            held = [q["page_messages"] for q in wrk["queries"][key][dep]]
+            pages.append(f"{name} {dep} {_fmt(min(held))}–{_fmt(max(held))}")
     lines += [
+        "",
+        ("Messages per page answered (Redis µs/req is for these pages; a page cut short by an uneven spread "
+         f"of timestamps over the partitions says hasMore): {'; '.join(pages)}."),
         "",
         ("| God Mode load | humans | messages/s | requests/s | errors | Redis command µs/req | Redis CPU µs/req "
          "| keys per master ÷ mean | commands per master ÷ mean | Redis CPU per master ÷ mean |"),
