@@ -8,7 +8,7 @@ the wall clock after a burst of appends), claims (claim-next with 120 concurrent
 (the God Mode load and the POST/poll wrk runs on a 3-master + 3-replica Redis Cluster beside this
 redis-server: throughput, Redis µs per request, per-master balance, capacity of N masters on paper).
 pollcost, drift, claims and cluster each start from an empty database.
-About 12 minutes on 2 cores; --quick is a ~3 minute smoke run. Results go to bench/results/; a run of
+About 10 minutes on 2 cores (the cluster phase ~4); --quick is a ~3 minute smoke run. Results go to bench/results/; a run of
 some phases only writes over latest.json there too, so give it its own --out (the cluster phase's
 own results: --phases cluster --out bench/results/cluster).
 """
