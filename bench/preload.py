@@ -1,10 +1,12 @@
 """Fast preloads: exactly what Store.append_message does for each body, sent a batch per round
-trip with Store.append_messages, so this stays in step with the service's append contract."""
+trip with Store.append_messages, so this stays in step with the service's append contract.
+On a cluster (settings.cluster) the batch goes out as the service sends it: one write per node."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from itertools import islice
 from typing import Any
 
@@ -17,11 +19,12 @@ from app.store import Store
 
 
 class Appender:
-    def __init__(self, client: aioredis.Redis, settings: Settings, batch: int = 1000) -> None:
+    def __init__(self, client: aioredis.Redis | None, settings: Settings, batch: int = 1000,
+                 store: Store | None = None) -> None:
         self.client = client
         self.settings = settings
         self.batch = batch
-        self._store = Store(client, settings)
+        self._store = store if store is not None else Store(client, settings)
 
     def commands(self, bodies: Iterable[dict[str, Any]]) -> list[AppendPlan]:
         """Validated appends for `bodies`, exactly as POST /api/comments plans them."""
@@ -55,6 +58,13 @@ def preload(redis_url: str, settings: Settings, bodies: Iterable[dict[str, Any]]
     """Blocking form of Appender.append for the (synchronous) orchestrator."""
 
     async def go() -> list[int]:
+        if settings.cluster:  # the service's own cluster wiring: slot map, one pipeline per node
+            store = Store.from_settings(replace(settings, redis_url=redis_url))
+            try:
+                await store.start()
+                return await Appender(None, settings, store=store).append(bodies)
+            finally:
+                await store.close()
         client = aioredis.Redis.from_url(redis_url)
         try:
             return await Appender(client, settings).append(bodies)

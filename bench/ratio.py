@@ -238,7 +238,7 @@ def _shares(base: list[dict[str, Any]], ours: list[dict[str, Any]]) -> dict[str,
 def _compare(by_app: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Each app's figures (medians over the rounds) and ours' shares of the ceiling's (`ratio`) and
     of the bare framework's (`ratio_vs_bare`), per round and their medians."""
-    out: dict[str, Any] = {app: _median_run(runs) for app, runs in by_app.items()}
+    out: dict[str, Any] = {app: median_run(runs) for app, runs in by_app.items()}
     for name, base in (("ratio", "ceiling"), ("ratio_vs_bare", "bare")):
         per_round = _shares(by_app[base], by_app["ours"])
         out[name] = {field: round(statistics.median(values), 3) if values else None
@@ -247,7 +247,7 @@ def _compare(by_app: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
-def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Error counts: summed over the rounds; other numbers: the median; anything else (names,
     breakdowns): the first round's."""
     def combine(key: str, value: Any) -> Any:

@@ -1,13 +1,17 @@
-"""Redis-side cost of a phase: INFO commandstats and CPU read before and after it."""
+"""Redis-side cost of a phase: INFO commandstats and CPU read before and after it.
+
+On a cluster each master is read on its own; combined() sums their costs into the cluster's."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis
 
 SCRIPT_COMMANDS = frozenset({"evalsha", "evalsha_ro", "eval", "eval_ro", "fcall", "fcall_ro"})
-_PROBE_COMMANDS = frozenset({"info"})  # our own snapshots
+# Not a request's: our own snapshots, and a cluster replica's acknowledgements to its master.
+_PROBE_COMMANDS = frozenset({"info", "replconf"})
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,11 @@ class Cost:
         mine = {name: usec for name, (_calls, usec) in self.commands.items() if name not in _PROBE_COMMANDS}
         scripts = [usec for name, usec in mine.items() if name in SCRIPT_COMMANDS]
         return (sum(scripts) if scripts else sum(mine.values())) / requests
+
+    def service_calls(self) -> int:
+        """Commands the service sent (not our snapshots, replication or cluster housekeeping)."""
+        return sum(calls for name, (calls, _usec) in self.commands.items()
+                   if name not in _PROBE_COMMANDS and not name.startswith("cluster"))
 
     def scripts_per_request(self, requests: int) -> float | None:
         return sum(self.calls(name) for name in SCRIPT_COMMANDS) / requests if requests else None
@@ -81,6 +90,16 @@ def cost(before: Snapshot, after: Snapshot) -> Cost:
         if calls > calls0:
             diff[name] = (calls - calls0, usec - usec0)
     return Cost(diff, after.cpu_s - before.cpu_s)
+
+
+def combined(costs: Sequence[Cost]) -> Cost:
+    """The sum of several servers' costs (a cluster's masters): commands and CPU added up."""
+    commands: dict[str, tuple[int, int]] = {}
+    for each in costs:
+        for name, (calls, usec) in each.commands.items():
+            calls0, usec0 = commands.get(name, (0, 0))
+            commands[name] = (calls0 + calls, usec0 + usec)
+    return Cost(commands, sum(each.cpu_s for each in costs))
 
 
 def used_memory(client: redis.Redis) -> int:

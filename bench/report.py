@@ -81,6 +81,17 @@ CHECKS: list[Check] = [
      lambda r: None if not r.get("claims") else r["claims"]["non_200"] + r["claims"]["transport_errors"],
      lambda v: v == 0, "0"),
     ("claim-next under contention", "questions never claimed", _get("claims", "never_claimed"), lambda v: v == 0, "0"),
+    ("Redis Cluster (3 masters)", "God Mode load errors on the cluster", _get("cluster", "godmode", "cluster", "errors"),
+     lambda v: v == 0, "0"),
+    ("Redis Cluster (3 masters)", "God Mode load: every message seen by every global poller, cluster",
+     _get("cluster", "godmode", "cluster", "all_seen_by_every_global_poller"), lambda v: v is True, "yes"),
+    *[
+        (f"Redis Cluster (3 masters){label}", f"{what} per master ÷ mean, {end}",
+         _get("cluster", *run, "balance", what, end), limit, target)
+        for run, label in ((("godmode", "cluster"), ""), (("godmode_wide",), ", God Mode load with many humans"))
+        for what in ("keys", "commands")
+        for end, limit, target in (("min", _at_least(0.8), "≥ 0.8"), ("max", _at_most(1.25), "≤ 1.25"))
+    ],
 ]
 
 
@@ -127,7 +138,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", *_ratio_table(results.get("ratio")), *_godmode_table(results.get("godmode")),
               *_keyspace_table(results.get("keyspace")), *_raw_table(results.get("raw_redis")),
               *_pollcost_table(results.get("pollcost")), *_drift_table(results.get("drift")),
-              *_claims_table(results.get("claims"))]
+              *_claims_table(results.get("claims")), *_cluster_table(results.get("cluster"))]
     return "\n".join(lines) + "\n"
 
 
@@ -294,6 +305,88 @@ def _claims_table(cl: dict[str, Any] | None) -> list[str]:
          f"{_fmt(per_claim.get('worker_cpu_us'))} |"),
         "",
     ]
+
+
+def _cluster_table(cl: dict[str, Any] | None) -> list[str]:
+    if not cl or "wrk" not in cl:
+        return []
+    wrk, gm = cl["wrk"], cl["godmode"]
+    load = wrk["load"]
+    lines = [
+        (f"Redis Cluster: the service on 3 masters (+ 1 replica each, {_fmt(cl['slots_per_master'])} slots each, "
+         f"12 partitions) beside one redis-server, same gunicorn settings. wrk {load['connections']} connections, "
+         f"{wrk['rounds']} interleaved rounds of {load['duration_s']} s per run, medians; Redis figures summed over "
+         "the masters (cluster) or the one server (standalone)."),
+        "",
+        ("| request | deployment | req/s | cluster ÷ standalone req/s | p50 ms | p99 ms | Redis command µs/req "
+         "| Redis CPU µs/req | worker CPU µs/req | commands per master ÷ mean, min–max |"),
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, name in _KINDS:
+        for dep in ("standalone", "cluster"):
+            r = wrk[key][dep]
+            share = _fmt(wrk[key]["cluster_rps_share"]) if dep == "cluster" else ""
+            spread = wrk[key]["cluster_calls_balance"]
+            balance = f"{_fmt(spread['min'])}–{_fmt(spread['max'])}" if dep == "cluster" else ""
+            lines.append(f"| {name} | {dep} | {_fmt(r['rps'])} | {share} | {_fmt(r['p50_ms'])} | {_fmt(r['p99_ms'])} | "
+                         f"{_fmt(r['redis_usec_per_request'])} | {_fmt(r['redis_cpu_us_per_request'])} | "
+                         f"{_fmt(r['app_cpu_us_per_request'])} | {balance} |")
+    pages = []
+    for key, name in (("get", "newest page"), ("get_frontend", "frontend poll")):
+        for dep in ("standalone", "cluster"):
+            held = [q["page_messages"] for q in wrk["queries"][key][dep]]
+            pages.append(f"{name} {dep} {_fmt(min(held))}–{_fmt(max(held))}")
+    lines += [
+        "",
+        ("Messages per page answered (Redis µs/req is for these pages; a page cut short by an uneven spread "
+         f"of timestamps over the partitions says hasMore): {'; '.join(pages)}."),
+        "",
+        ("| God Mode load | humans | messages/s | requests/s | errors | Redis command µs/req | Redis CPU µs/req "
+         "| keys per master ÷ mean | commands per master ÷ mean | Redis CPU per master ÷ mean |"),
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, run in (("standalone", gm["standalone"]), ("cluster", gm["cluster"]),
+                       ("cluster, many humans", cl.get("godmode_wide"))):
+        if not run:
+            continue
+        b = run.get("balance")
+
+        def spread(what: str, b: dict[str, Any] | None = b) -> str:
+            return "" if not b else " / ".join(_fmt(v) for v in b[what]["ratio_to_mean"])
+
+        lines.append(f"| {label} | {run['config']['humans']} | {_fmt(run['messages_per_s'])} | "
+                     f"{_fmt(run['requests_per_s'])} | {run['errors']} | {_fmt(run['redis_usec_per_request'])} | "
+                     f"{_fmt(run['redis_cpu_us_per_request'])} | {spread('keys')} | {spread('commands')} | "
+                     f"{spread('cpu')} |")
+    lines.append("")
+    return [*lines, *_capacity_table(cl["capacity"]), ""]
+
+
+def _capacity_table(cap: dict[str, Any]) -> list[str]:
+    f = cap["formula"]
+    basis = cap["by_basis"]["redis_cpu"]
+    command = cap["by_basis"]["command"]
+    polls = basis["polls"]
+    lines = [
+        (f"Capacity of N masters, on paper, from the Redis CPU per request measured above (commands, scripts "
+         f"and network I/O of the redis-server process): appends/s(N) = {f['appends_per_s(N)']}; "
+         f"c_poll(N) = {f['c_poll(N)']}; polls/s(N) = {f['polls_per_s(N)']}; active tabs(N) = {f['active_tabs(N)']}; "
+         f"mixed: {f['mixed']}; {f['where']}. c_append = {_fmt(basis['c_append'])} µs; newest-page poll "
+         f"c_poll(1) = {_fmt(polls['get']['c_poll_1'])}, c_poll(3) = {_fmt(polls['get']['c_poll_3'])} µs; frontend "
+         f"poll c_poll(1) = {_fmt(polls['get_frontend']['c_poll_1'])}, c_poll(3) = "
+         f"{_fmt(polls['get_frontend']['c_poll_3'])} µs. One master at 100% of a core: "
+         f"{_fmt(basis['per_master_appends_per_s_at_100pct'])} appends/s (from command time alone: "
+         f"{_fmt(command['per_master_appends_per_s_at_100pct'])})."),
+        "",
+        ("| masters | appends/s | active tabs, newest-page polls | active tabs, frontend polls under load "
+         "| appends/s, command time only | active tabs, frontend polls, command time only |"),
+        "|---|---|---|---|---|---|",
+    ]
+    for row, crow in zip(basis["by_masters"], command["by_masters"], strict=True):
+        lines.append(f"| {row['masters']} | {_fmt(row['appends_per_s'])} | {_fmt(row['get_active_tabs'])} | "
+                     f"{_fmt(row['get_frontend_active_tabs'])} | {_fmt(crow['appends_per_s'])} | "
+                     f"{_fmt(crow['get_frontend_active_tabs'])} |")
+    return lines
 
 
 def plot(keyspace: dict[str, Any], path: Path) -> None:

@@ -4,9 +4,13 @@ Phases, in order: ratio (ours vs the ceiling app and the bare framework, wrk), r
 script alone, pipelined), profile (pyinstrument over in-process requests), godmode (bots, humans and
 pollers over HTTP), keyspace (poll latency and memory at growing keyspaces, the seed's reads for
 contrast), pollcost (Redis time of a frontend poll 500 vs 3,000 messages back), drift (timestamps vs
-the wall clock after a burst of appends), claims (claim-next with 120 concurrent bots).
-pollcost, drift and claims each start from an empty database.
-About 7 minutes on 2 cores; --quick is a ~1.5 minute smoke run. Results go to bench/results/.
+the wall clock after a burst of appends), claims (claim-next with 120 concurrent bots), cluster
+(the God Mode load and the POST/poll wrk runs on a 3-master + 3-replica Redis Cluster beside this
+redis-server: throughput, Redis µs per request, per-master balance, capacity of N masters on paper).
+pollcost, drift, claims and cluster each start from an empty database.
+About 10 minutes on 2 cores (the cluster phase ~4); --quick is a ~3 minute smoke run. Results go to bench/results/; a run of
+some phases only writes over latest.json there too, so give it its own --out (the cluster phase's
+own results: --phases cluster --out bench/results/cluster).
 """
 
 from __future__ import annotations
@@ -28,20 +32,23 @@ if __package__ in (None, ""):  # run as a script (`make bench`): make `bench`, `
 import redis
 
 from app.config import Settings
-from bench import claims, drift, godmode_load, keyspace, pollcost, profile, ratio, raw_redis, report
+from bench import claims, cluster, drift, godmode_load, keyspace, pollcost, profile, ratio, raw_redis, report
 from bench.bare_app import POLL_DIR_ENV
-from bench.servers import BARE_APP, CEILING_APP, ROOT, SERVICE_APP, RedisServer, start_gunicorn
+from bench.servers import BARE_APP, CEILING_APP, ROOT, SERVICE_APP, Gunicorn, RedisServer, start_gunicorn
 from bench.wrk import Load
+from tests.redis_cluster import RedisCluster, cluster_support
 
 RESULTS = ROOT / "bench" / "results"
-PHASES = ("ratio", "raw", "profile", "godmode", "keyspace", "pollcost", "drift", "claims")
+PHASES = ("ratio", "raw", "profile", "godmode", "keyspace", "pollcost", "drift", "claims", "cluster")
 PRESETS: dict[str, dict[str, Any]] = {
     "full": {"duration": 4.0, "rounds": 5, "warmup": 2.0, "godmode_duration": 40.0, "drain": 20.0,
              "keys": "1000,10000,100000", "keyspace_duration": 5.0, "seed_budget": 8.0,
-             "raw_messages": 60_000, "profile_requests": 3000, "burst": 4.0, "questions": 2000},
+             "raw_messages": 60_000, "profile_requests": 3000, "burst": 4.0, "questions": 2000,
+             "cluster_rounds": 3},
     "quick": {"duration": 2.0, "rounds": 2, "warmup": 1.0, "godmode_duration": 8.0, "drain": 10.0,
               "keys": "1000,10000", "keyspace_duration": 2.0, "seed_budget": 2.0,
-              "raw_messages": 6000, "profile_requests": 500, "burst": 2.0, "questions": 500},
+              "raw_messages": 6000, "profile_requests": 500, "burst": 2.0, "questions": 500,
+              "cluster_rounds": 1},
 }
 
 
@@ -69,6 +76,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--burst", type=float, help="seconds of back-to-back appends, drift phase")
     parser.add_argument("--questions", type=int, help="questions queued for the bots, claims phase")
     parser.add_argument("--bots", type=int, default=claims.Config.bots, help="concurrent bot loops, claims phase")
+    parser.add_argument("--cluster-rounds", type=int, help="interleaved rounds of the six wrk runs, cluster phase")
+    parser.add_argument("--cluster-wide-humans", type=int, default=cluster.Config.wide_humans,
+                        help="humans in the balance-only God Mode run, cluster phase")
     args = parser.parse_args(argv)
     for name, value in PRESETS["quick" if args.quick else "full"].items():
         if getattr(args, name) is None:
@@ -176,6 +186,40 @@ def run_phases(args: argparse.Namespace, results: dict[str, Any]) -> None:
             bots = claims.Config(questions=args.questions, bots=args.bots)
             log(f"claims: {bots.questions} questions, {bots.bots} bots")
             results["claims"] = claims.run(ours, client, server.url, settings, bots)
+
+        if "cluster" in args.phases:
+            results["cluster"] = run_cluster(args, ours, server, client, raw_dir)
+
+
+def run_cluster(args: argparse.Namespace, ours: Gunicorn, server: RedisServer, client: redis.Redis,
+                raw_dir: Path) -> dict[str, Any]:
+    """The cluster phase: a private 3-master + 3-replica cluster and a second service on it, for
+    this phase only; the standalone service and its redis-server are the other phases' own."""
+    reason = cluster_support()
+    if reason is not None:
+        log(f"cluster: skipped ({reason})")
+        return {"skipped": reason}
+    with ExitStack() as stack:
+        log("cluster: starting 3 masters + 3 replicas (redis-cli --cluster create)")
+        nodes = RedisCluster(masters=3, replicas=1, extra=("--cluster-require-full-coverage", "no"))
+        stack.callback(nodes.close)
+        masters = {port: nodes.node(port) for port, _slots in nodes.masters()}
+        for each in masters.values():
+            stack.callback(each.close)
+        log_dir = raw_dir / "cluster"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        on_cluster = start_gunicorn(SERVICE_APP, nodes.url, args.workers, log_dir, extra_env={"REDIS_MODE": "cluster"})
+        stack.callback(on_cluster.stop)
+        standalone = cluster.Deployment("standalone", ours, Settings(redis_url=server.url), {server.port: client})
+        clustered = cluster.Deployment("cluster", on_cluster, Settings(redis_url=nodes.url, redis_mode="cluster"),
+                                       masters)
+        cfg = cluster.Config(load=Load(args.duration, args.warmup, args.connections, args.threads),
+                             rounds=args.cluster_rounds,
+                             godmode=godmode_load.Config(duration_s=args.godmode_duration, drain_s=args.drain),
+                             wide_humans=args.cluster_wide_humans)
+        log(f"cluster: God Mode load ({cfg.godmode.duration_s:.0f} s) on each, then {cfg.wide_humans} humans on the "
+            f"cluster; {cfg.rounds} rounds of 6 × {cfg.load.duration_s:.0f} s of wrk (POST, newest page, frontend poll)")
+        return cluster.run(standalone, clustered, cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
