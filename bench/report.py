@@ -9,6 +9,8 @@ from typing import Any
 
 import matplotlib
 
+from bench.servers import ROOT
+
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
@@ -85,12 +87,19 @@ CHECKS: list[Check] = [
      lambda v: v == 0, "0"),
     ("Redis Cluster (3 masters)", "God Mode load: every message seen by every global poller, cluster",
      _get("cluster", "godmode", "cluster", "all_seen_by_every_global_poller"), lambda v: v is True, "yes"),
+    # The balance target is the many-humans run: the partition tags split the slots evenly, but the
+    # default load's 12 humans hash to 7 of the 12 partitions, which no layout can spread evenly.
     *[
-        (f"Redis Cluster (3 masters){label}", f"{what} per master ÷ mean, {end}",
-         _get("cluster", *run, "balance", what, end), limit, target)
-        for run, label in ((("godmode", "cluster"), ""), (("godmode_wide",), ", God Mode load with many humans"))
+        ("Redis Cluster (3 masters), God Mode load with many humans", f"{what} per master ÷ mean, {end}",
+         _get("cluster", "godmode_wide", "balance", what, end), limit, target)
         for what in ("keys", "commands")
         for end, limit, target in (("min", _at_least(0.8), "≥ 0.8"), ("max", _at_most(1.25), "≤ 1.25"))
+    ],
+    *[
+        ("Redis Cluster (3 masters), God Mode load with 12 humans (for contrast)", f"{what} per master ÷ mean, {end}",
+         _get("cluster", "godmode", "cluster", "balance", what, end), lambda v: None, "no target: 12 humans")
+        for what in ("keys", "commands")
+        for end in ("min", "max")
     ],
 ]
 
@@ -123,12 +132,12 @@ def _verdict(passed: bool | None) -> str:
     return "–" if passed is None else ("✅" if passed else "❌")
 
 
-def markdown(results: dict[str, Any]) -> str:
+def markdown(results: dict[str, Any], raw: str = "bench/results/latest.json") -> str:
     meta = results["meta"]
     lines = [
         (f"Benchmark of {meta['commit']} on {meta['cpus']} CPUs, {meta['mode']} run, {meta['finished']}, "
          f"load average {meta['loadavg_at_start'][0]:.2f} at start "
-         f"(`make bench`; raw numbers in bench/results/latest.json)."),
+         f"(`make bench`; raw numbers in {raw})."),
         "",
         "| | metric | result | target | |",
         "|---|---|---|---|---|",
@@ -420,7 +429,8 @@ def write(results: dict[str, Any], out_dir: Path) -> list[Path]:
     results["checks"] = evaluate(results)
     written = [out_dir / "latest.json", out_dir / "README-table.md"]
     written[0].write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    written[1].write_text(markdown(results))
+    raw = written[0].resolve()
+    written[1].write_text(markdown(results, str(raw.relative_to(ROOT)) if raw.is_relative_to(ROOT) else str(raw)))
     if results.get("keyspace"):
         written.append(out_dir / "poll_latency_vs_keys.png")
         plot(results["keyspace"], written[-1])
