@@ -231,6 +231,28 @@ class Store:
                 f"`python -m app repartition --to {self.settings.partitions} --yes`"
             )
 
+    async def check_replicas(self) -> list[str]:
+        """Masters with fewer connected replicas than REDIS_WAIT_REPLICAS: every write to them would
+        answer 503 until replicas connect. Logged at start-up."""
+        wanted = self.settings.redis_wait_replicas
+        if not wanted:
+            return []
+        short = []
+        for node in await self.wire.masters():
+            try:
+                [reply] = await self._wire([("INFO", "replication")], node=node)
+            except (StoreUnavailable, Conflict):  # INFO is disabled on some managed Redis
+                return []
+            info = text(reply) if isinstance(reply, bytes) else str(reply)
+            connected = int(info.partition("connected_slaves:")[2].split()[0] or 0) if "connected_slaves:" in info else 0
+            if connected < wanted:
+                where = "Redis" if node is None else f"master {node.name}"
+                short.append(f"{where} has {connected} connected replicas, REDIS_WAIT_REPLICAS={wanted}: "
+                             "its writes answer 503 until enough replicas connect")
+        for warning in short:
+            log.warning(warning)
+        return short
+
     async def check_eviction(self) -> str | None:
         """A warning when Redis may evict this service's keys (they carry no TTL; derived data heals,
         but evicted messages are lost)."""
@@ -715,6 +737,7 @@ async def open_store(settings: Settings, attempts: int = 5, delay_s: float = 0.5
                 await asyncio.sleep(delay_s * attempt)
         await store.check_partitions()
         await store.check_eviction()
+        await store.check_replicas()
         yield store
     finally:
         await store.close()

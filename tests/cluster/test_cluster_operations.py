@@ -119,3 +119,14 @@ def test_a_dead_cluster_answers_503_with_retry_after(cluster: RedisCluster) -> N
             assert r.status_code == 503 and r.headers["Retry-After"] and "error" in r.json()
     finally:
         svc.stop()
+
+
+async def test_start_up_names_masters_short_of_the_replicas_writes_wait_for(cluster: RedisCluster) -> None:
+    from app.config import load_settings
+    from app.store import open_store
+
+    for wanted, short in ((1, 0), (2, 3)):  # each master has one replica
+        settings = load_settings({"REDIS_URL": cluster.url, "REDIS_MODE": "cluster", "REDIS_WAIT_REPLICAS": str(wanted)})
+        async with open_store(settings) as store:
+            warnings = await store.check_replicas()
+        assert len(warnings) == short and all("REDIS_WAIT_REPLICAS=2" in w for w in warnings)
