@@ -10,6 +10,7 @@ import sys
 
 import httpx
 import redis
+from redis.crc import key_slot
 
 from app import keys
 from tests.cluster.conftest import ADMIN_TOKEN
@@ -130,3 +131,42 @@ async def test_start_up_names_masters_short_of_the_replicas_writes_wait_for(clus
         async with open_store(settings) as store:
             warnings = await store.check_replicas()
         assert len(warnings) == short and all("REDIS_WAIT_REPLICAS=2" in w for w in warnings)
+
+
+def move_slot(cluster: RedisCluster, slot: int, to_port: int) -> None:
+    """What a rebalance does to one slot: IMPORTING/MIGRATING, MIGRATE its keys, then SETSLOT NODE."""
+    source_port = cluster.node_for_slot(slot)
+    ids = {n.port: n.id for n in cluster.nodes() if n.is_master}
+    source, target = cluster.node(source_port), cluster.node(to_port)
+    target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source_port])
+    source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[to_port])
+    for _ in range(1000):  # bounded: a partition's keys, 100 at a time
+        names = source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
+        if not names:
+            break
+        source.execute_command("MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "KEYS", *names)
+    for port in ids:
+        cluster.node(port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[to_port])
+
+
+def test_a_partition_moved_to_another_master_keeps_serving_without_a_restart(
+        http: httpx.Client, cluster: RedisCluster) -> None:
+    user, color = PEOPLE[1]
+    p = keys.partition_of(user, color, PARTITIONS, cluster=True)
+    slot = key_slot(p.tag.strip("{}").encode())
+    before = [ok(http.post("/api/comments", json=human(text=f"before {i}", user=user, color=color)))["id"]
+              for i in range(5)]
+    home = cluster.node_for_slot(slot)
+    elsewhere = next(port for port, _ in cluster.masters() if port != home)
+    move_slot(cluster, slot, elsewhere)
+    try:
+        # The service's slot map still names the old master: it answers MOVED, the service reads the
+        # new map and sends again, and the client sees a plain 200.
+        after = [ok(http.post("/api/comments", json=human(text=f"after {i}", user=user, color=color)))["id"]
+                 for i in range(5)]
+        view = ok(http.get("/api/conversation", params={"humanUsername": user, "humanColor": color,
+                                                       "aiUsername": ETERNAL, "aiColor": ETERNAL_COLOR}))
+        assert [m["id"] for m in view] == before + after
+        assert cluster.node_for_slot(slot) == elsewhere
+    finally:
+        move_slot(cluster, slot, home)  # the next tests find the slots as created
