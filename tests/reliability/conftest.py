@@ -36,8 +36,14 @@ def _soak_enabled(config: pytest.Config) -> bool:
         return False
 
 
+SOAK_TIMEOUT_S = 600  # a soak test bounds its own load (200 s at most) and checks afterwards; the suite's 120 s is for the rest
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if _soak_enabled(config):
+        for item in items:
+            if "soak" in item.keywords:
+                item.add_marker(pytest.mark.timeout(SOAK_TIMEOUT_S))
         return
     skip = pytest.mark.skip(reason="soak test: run with --soak (make soak)")
     for item in items:
