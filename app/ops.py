@@ -52,7 +52,7 @@ async def list_keys(store: Store, prefix: str | None = None, cursor: str | None 
                     count: int = 100) -> KeyPage:
     """One SCAN step over the message keys. A page may hold fewer keys than `count`, even none,
     before the scan is complete: follow `cursor` until it is None."""
-    if cursor is not None and not _CURSOR_RE.fullmatch(cursor):
+    if cursor is not None and (not _CURSOR_RE.fullmatch(cursor) or int(cursor.rpartition(".")[2]) >= 2**64):
         raise BadRequest("cursor", "must be a cursor from a previous page")
     following, found = await store.scan_page(list_pattern(prefix), cursor, count)
     names = sorted(name for name in found if name.startswith(_PREFIXES))

@@ -177,6 +177,13 @@ class Store:
         [result] = await self._eval_many([call], durable=durable)
         return result
 
+    async def _masters(self) -> list[Any]:
+        """The nodes to ask for what every master holds (SCAN, CONFIG, INFO): [None] on one Redis."""
+        try:
+            return await self.wire.masters()
+        except RedisError as exc:
+            raise StoreUnavailable(f"storage unavailable: {type(exc).__name__}") from exc
+
     async def start(self) -> None:
         """Learn the cluster's slot map (nothing to learn on one Redis)."""
         try:
@@ -189,7 +196,7 @@ class Store:
         if not self.settings.cluster:
             await self._wire([("PING",)])
             return
-        masters = await self.wire.masters()
+        masters = await self._masters()
         replies = await asyncio.gather(*(self._wire([("CLUSTER", "INFO")], node=m) for m in masters),
                                        return_exceptions=True)
         answered = [text(r[0]) for r in replies if isinstance(r, list)]
@@ -238,11 +245,11 @@ class Store:
         if not wanted:
             return []
         short = []
-        for node in await self.wire.masters():
+        for node in await self._masters():
             try:
                 [reply] = await self._wire([("INFO", "replication")], node=node)
-            except (StoreUnavailable, Conflict):  # INFO is disabled on some managed Redis
-                return []
+            except (StoreUnavailable, Conflict):  # unreachable, or INFO disabled on a managed Redis
+                continue
             info = text(reply) if isinstance(reply, bytes) else str(reply)
             connected = int(info.partition("connected_slaves:")[2].split()[0] or 0) if "connected_slaves:" in info else 0
             if connected < wanted:
@@ -258,7 +265,7 @@ class Store:
         but evicted messages are lost)."""
         policies = set()
         try:
-            for node in await self.wire.masters():
+            for node in await self._masters():
                 [reply] = await self._wire([("CONFIG", "GET", "maxmemory-policy")], node=node)
                 policies.add(text(dict(pairs(reply)).get(b"maxmemory-policy", b"")))
         except (StoreUnavailable, Conflict):  # CONFIG is disabled on some managed Redis
@@ -528,8 +535,9 @@ class Store:
 
     async def scan_page(self, pattern: str, cursor: str | None, count: int) -> tuple[str, list[str]]:
         """One SCAN step: (next cursor, "0" when done; keys found). On a cluster the cursor is
-        "<master>.<its cursor>", masters in name order: the scan walks each master in turn."""
-        masters = sorted(await self.wire.masters(), key=lambda node: "" if node is None else node.name)
+        "<master>.<its cursor>", masters in the order of the first slot each serves (a failover keeps
+        it): the scan walks each master in turn."""
+        masters = await self._masters()
         at, _, node_cursor = (cursor or "0").rpartition(".")
         index = int(at or 0)
         if index >= len(masters):
@@ -545,7 +553,7 @@ class Store:
 
     async def scan(self, pattern: str, count: int = 1000) -> AsyncIterator[str]:
         """Every key matching `pattern`, on every master."""
-        for node in await self.wire.masters():
+        for node in await self._masters():
             cursor: Any = 0
             while True:
                 [(cursor, found)] = await self._wire([("SCAN", cursor, "MATCH", pattern, "COUNT", count)], node=node)

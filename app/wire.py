@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from hiredis import pack_command
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import AskError, MovedError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import AskError, MovedError, NoScriptError, RedisClusterException, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -32,7 +32,13 @@ log = logging.getLogger("godmode_store")
 
 _KEYLESS = frozenset({b"TIME", b"PING", b"SCRIPT", b"CONFIG", b"SCAN", b"WAIT", b"INFO", b"CLUSTER", b"ASKING",
                       b"DBSIZE"})
+MAX_REDIRECTS = 3  # MOVED/ASK answered again: a slot mid-migration must not loop
+SLOTS = 16384
 TOPOLOGY_REFRESH_S = 0.5  # at most one CLUSTER SLOTS per worker this often while a node is failing
+
+
+class ClusterUnavailable(RedisConnectionError):
+    """The cluster client has no usable slot map (no node answered, a slot is not covered)."""
 
 
 class NotReplicated(RedisError):
@@ -80,8 +86,12 @@ class Link:
             if broken:  # a half-read reply would poison the next user; the idle ones may be dead too
                 dropped, self._idle = [conn, *self._idle], []  # swapped before any await: others keep going
                 for each in dropped:
-                    await each.disconnect()
-                    await self.pool.release(each)
+                    try:
+                        await each.disconnect(nowait=True)
+                    except Exception:  # a failing close must not keep the pool's slot
+                        log.debug("closing a broken connection failed", exc_info=True)
+                    finally:
+                        await self.pool.release(each)
             elif self._waiting:  # a caller waits on the full pool: hand the connection over
                 await self.pool.release(conn)
             else:
@@ -108,21 +118,40 @@ def _packed(commands: Sequence[Command]) -> bytes:
     return b"".join(pack_command(command) for command in commands)
 
 
-async def _send_with_scripts(link: Link, commands: Sequence[Command], scripts: Mapping[str, bytes]) -> list[Any]:
-    replies = await link.send(_packed(commands), len(commands))
+async def _send_with_scripts(link: Link, commands: Sequence[Command], scripts: Mapping[str, bytes],
+                             wait_replicas: int = 0, wait_ms: int = 0) -> list[Any]:
+    """Send a batch on one connection; rerun scripts the node does not know. With wait_replicas,
+    every batch (the reruns too) ends in WAIT, and too few acknowledgements raise."""
+    wait = [_wait_command(wait_replicas, wait_ms)] if wait_replicas else []
+    replies = await link.send(_packed([*commands, *wait]), len(commands) + len(wait))
+    if wait:
+        _check_wait(replies.pop(), wait_replicas)
     for _ in range(3):  # scripts can be flushed again between the load and the rerun
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if not missing:
             break
         shas = dict.fromkeys(str(commands[i][1]) for i in missing)
-        again = [("SCRIPT", "LOAD", scripts[sha]) for sha in shas] + [commands[i] for i in missing]
-        answers = await link.send(_packed(again), len(again))
+        again: list[Command] = [("SCRIPT", "LOAD", scripts[sha]) for sha in shas]
+        for i in missing:
+            if _asking(commands, i):  # ASKING only holds for the command right after it
+                again.append(commands[i - 1])
+            again.append(commands[i])
+        answers = await link.send(_packed([*again, *wait]), len(again) + len(wait))
+        if wait:
+            _check_wait(answers.pop(), wait_replicas)
         for loaded in answers[: len(shas)]:
             if isinstance(loaded, ResponseError):
                 raise loaded
-        for i, reply in zip(missing, answers[len(shas) :], strict=True):
-            replies[i] = reply
+        at = len(shas)
+        for i in missing:
+            at += _asking(commands, i)
+            replies[i] = answers[at]
+            at += 1
     return replies
+
+
+def _asking(commands: Sequence[Command], i: int) -> bool:
+    return i > 0 and commands[i - 1][0] == "ASKING"
 
 
 class ServerWire:
@@ -137,11 +166,7 @@ class ServerWire:
 
     async def send(self, commands: Sequence[Command], *, node: Any = None, wait_replicas: int = 0,
                    wait_ms: int = 0) -> list[Any]:
-        if not wait_replicas:
-            return await _send_with_scripts(self.link, commands, self.scripts)
-        replies = await _send_with_scripts(self.link, [*commands, _wait_command(wait_replicas, wait_ms)], self.scripts)
-        _check_wait(replies.pop(), wait_replicas)
-        return replies
+        return await _send_with_scripts(self.link, commands, self.scripts, wait_replicas, wait_ms)
 
     def group(self, keys: Sequence[str]) -> list[list[int]]:
         """Indexes of `keys`, grouped by the node that holds them: one group here."""
@@ -176,7 +201,10 @@ class ClusterWire:
     async def start(self) -> None:
         """Read the slot map (CLUSTER SLOTS); later commands route by it."""
         if not self._started:
-            await self.cluster.initialize()
+            try:
+                await self.cluster.initialize()
+            except RedisClusterException as exc:  # e.g. no node answers: not a RedisError
+                raise ClusterUnavailable(str(exc)) from exc
             self._started = True
 
     def _link(self, node: ClusterNode) -> Link:
@@ -191,13 +219,7 @@ class ClusterWire:
     def _route(self, commands: Sequence[Command]) -> dict[str, tuple[ClusterNode, list[int]]]:
         nodes: list[ClusterNode | None] = []
         for command in commands:
-            name = command[0].upper().encode() if isinstance(command[0], str) else command[0].upper()
-            if name in (b"EVALSHA", b"EVAL"):
-                key = command[3] if int(command[2]) else None
-            elif name in _KEYLESS:
-                key = None
-            else:
-                key = command[1]
+            key = self._key(command)
             nodes.append(None if key is None else self.node_of(key))
         following: ClusterNode | None = None
         for i in range(len(nodes) - 1, -1, -1):  # a keyless command goes with the next keyed one
@@ -218,40 +240,88 @@ class ClusterWire:
 
     async def send(self, commands: Sequence[Command], *, node: ClusterNode | None = None, wait_replicas: int = 0,
                    wait_ms: int = 0) -> list[Any]:
-        if not self._started:
-            await self.start()
+        try:
+            return await self._send(commands, node, wait_replicas, wait_ms)
+        except RedisClusterException as exc:  # no slot map, a slot not covered: not a RedisError
+            self.refresh_soon()
+            raise ClusterUnavailable(str(exc)) from exc
+
+    async def _send(self, commands: Sequence[Command], node: ClusterNode | None, wait_replicas: int,
+                    wait_ms: int) -> list[Any]:
+        await self.start()
         if node is not None:
             batches = {node.name: (node, list(range(len(commands))))}
         else:
             batches = self._route(commands)
         replies: list[Any] = [None] * len(commands)
 
-        async def one(target: ClusterNode, indexes: list[int]) -> None:
-            batch = [commands[i] for i in indexes]
-            if wait_replicas:
-                batch.append(_wait_command(wait_replicas, wait_ms))
+        async def one(target: ClusterNode, batch: list[Command], indexes: list[int]) -> None:
             try:
-                answers = await _send_with_scripts(self._link(target), batch, self.scripts)
+                answers = await _send_with_scripts(self._link(target), batch, self.scripts, wait_replicas, wait_ms)
             except (RedisConnectionError, RedisTimeoutError):
                 self.refresh_soon()
                 raise
-            if wait_replicas:
-                _check_wait(answers.pop(), wait_replicas)
             for i, answer in zip(indexes, answers, strict=True):
-                replies[i] = answer
+                if i >= 0:  # -1: an ASKING's OK
+                    replies[i] = answer
 
-        if len(batches) == 1:
-            [(target, indexes)] = batches.values()
-            await one(target, indexes)
-        else:
-            await _gather(*(one(target, indexes) for target, indexes in batches.values()))
-        moved = [i for i, reply in enumerate(replies) if isinstance(reply, (MovedError, AskError))]
-        if moved and node is None:  # a slot changed hands (failover, resharding): ask again once
-            await self.refresh(force=True)
-            again = await self.send([commands[i] for i in moved], wait_replicas=wait_replicas, wait_ms=wait_ms)
-            for i, reply in zip(moved, again, strict=True):
-                replies[i] = reply
+        jobs = [(target, [commands[i] for i in indexes], indexes) for target, indexes in batches.values()]
+        for attempt in range(MAX_REDIRECTS + 1):
+            if len(jobs) == 1:
+                await one(*jobs[0])
+            else:
+                await _gather(*(one(*job) for job in jobs))
+            redirected = [i for i, reply in enumerate(replies) if isinstance(reply, AskError)]
+            if node is not None or not redirected or attempt == MAX_REDIRECTS:
+                return replies  # what is still redirected stays an error reply: a 503
+            jobs = await self._redirect(commands, replies, redirected, batches)
         return replies
+
+    async def _redirect(self, commands: Sequence[Command], replies: list[Any], redirected: list[int],
+                        batches: dict[str, tuple[ClusterNode, list[int]]]) -> list[tuple[ClusterNode, list[Command],
+                                                                                         list[int]]]:
+        """What to send again: MOVED (the slot has a new master) after reading the slot map, to the
+        node it now names; ASK (the slot is migrating) as ASKING + the command to the node named."""
+        if any(isinstance(replies[i], MovedError) for i in redirected):
+            await self.refresh(force=True)
+        # A keyless command (TIME) sent with a redirected one goes again with it: a poll's bound must
+        # come from the node its rows come from.
+        resend = set(redirected)
+        for _, indexes in batches.values():
+            if resend & set(indexes):
+                resend |= {i for i in indexes if self._key(commands[i]) is None}
+        order = sorted(resend)
+        targets: dict[int, ClusterNode] = {}
+        for i in order:
+            error, key = replies[i], self._key(commands[i])
+            if isinstance(error, AskError) and not isinstance(error, MovedError):
+                targets[i] = self._node_at(error.host, int(error.port))
+            elif key is not None:
+                targets[i] = self.node_of(key)
+        keyed = [targets[i] for i in order if i in targets]
+        by_node: dict[str, tuple[ClusterNode, list[Command], list[int]]] = {}
+        for i in order:
+            # keyless: with the next keyed command, as _route sends it
+            target = targets.get(i) or next((targets[j] for j in order if j > i and j in targets), keyed[-1])
+            entry = by_node.setdefault(target.name, (target, [], []))
+            error = replies[i]
+            if isinstance(error, AskError) and not isinstance(error, MovedError):
+                entry[1].append(("ASKING",))
+                entry[2].append(-1)
+            entry[1].append(commands[i])
+            entry[2].append(i)
+        return list(by_node.values())
+
+    def _node_at(self, host: str, port: int) -> ClusterNode:
+        found = self.cluster.get_node(host=host, port=port)
+        return found if found is not None else ClusterNode(host, port)
+
+    @staticmethod
+    def _key(command: Command) -> Any:
+        name = command[0].upper().encode() if isinstance(command[0], str) else command[0].upper()
+        if name in (b"EVALSHA", b"EVAL"):
+            return command[3] if int(command[2]) else None
+        return None if name in _KEYLESS else command[1]
 
     def group(self, keys: Sequence[str]) -> list[list[int]]:
         groups: dict[str, list[int]] = {}
@@ -260,8 +330,13 @@ class ClusterWire:
         return list(groups.values())
 
     async def masters(self) -> list[ClusterNode]:
+        """The masters, in the order of the first slot each serves (stable across a failover)."""
         await self.start()
-        return list(self.cluster.get_primaries())
+        first: dict[str, int] = {}
+        for slot, holders in self.cluster.nodes_manager.slots_cache.items():
+            if holders:
+                first[holders[0].name] = min(slot, first.get(holders[0].name, SLOTS))
+        return sorted(self.cluster.get_primaries(), key=lambda node: first.get(node.name, SLOTS))
 
     def refresh_soon(self) -> None:
         """Re-read the slot map in the background (a node failed: its replica may be promoted)."""
@@ -274,7 +349,7 @@ class ClusterWire:
         self._refreshed_at = time.monotonic()
         try:
             await self.cluster.nodes_manager.initialize()
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             log.warning("cluster topology refresh failed: %r", exc)
 
     async def close(self) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import httpx
 import redis
@@ -170,3 +171,67 @@ def test_a_partition_moved_to_another_master_keeps_serving_without_a_restart(
         assert cluster.node_for_slot(slot) == elsewhere
     finally:
         move_slot(cluster, slot, home)  # the next tests find the slots as created
+
+
+def test_a_partition_mid_migration_answers_quickly_and_serves_once_moved(
+        http: httpx.Client, cluster: RedisCluster) -> None:
+    """A rebalance in progress: the slot is MIGRATING on its master and IMPORTING on another, its keys
+    already moved. The old master answers ASK; the service sends ASKING + the script to the new one
+    (loading the script there first). Redis still refuses a script that touches keys the import has
+    not created (TRYAGAIN), so a write may answer a JSON 503 with Retry-After: a bounded answer, never
+    a redirect loop or a 500. Once the slot is assigned, 200s again without a restart."""
+    user, color = PEOPLE[2]
+    p = keys.partition_of(user, color, PARTITIONS, cluster=True)
+    slot = key_slot(p.tag.strip("{}").encode())
+    before = ok(http.post("/api/comments", json=human(text="before", user=user, color=color)))["id"]
+    home = cluster.node_for_slot(slot)
+    elsewhere = next(port for port, _ in cluster.masters() if port != home)
+    ids = {n.port: n.id for n in cluster.nodes() if n.is_master}
+    source, target = cluster.node(home), cluster.node(elsewhere)
+    target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[home])
+    source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[elsewhere])
+    try:
+        for _ in range(100):  # bounded: the partition's keys, 100 at a time
+            names = source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
+            if not names:
+                break
+            source.execute_command("MIGRATE", "127.0.0.1", elsewhere, "", 0, 5000, "KEYS", *names)
+        target.script_flush()  # the importing node has never seen our scripts
+        started = time.monotonic()
+        during = http.post("/api/comments", json=human(text="during", user=user, color=color))
+        assert time.monotonic() - started < 3
+        assert during.status_code in (200, 503), during.text
+        if during.status_code == 503:
+            assert during.headers["Retry-After"] and "error" in during.json()
+    finally:
+        for port in ids:  # the move completes
+            cluster.node(port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[elsewhere])
+    try:
+        after = ok(http.post("/api/comments", json=human(text="after", user=user, color=color)))["id"]
+        view = ok(http.get("/api/conversation", params={"humanUsername": user, "humanColor": color,
+                                                       "aiUsername": ETERNAL, "aiColor": ETERNAL_COLOR}))
+        expected = [before, during.json()["id"], after] if during.status_code == 200 else [before, after]
+        assert [m["id"] for m in view] == expected
+    finally:
+        move_slot(cluster, slot, home)  # where the next tests expect it
+
+
+def test_a_cluster_nobody_answers_is_a_clean_503_at_start_up() -> None:
+    import asyncio
+
+    from app.config import load_settings
+    from app.errors import StoreUnavailable
+    from app.store import open_store
+    from tests.redis_server import free_port
+
+    async def start() -> None:
+        settings = load_settings({"REDIS_URL": f"redis://127.0.0.1:{free_port()}", "REDIS_MODE": "cluster",
+                                  "REDIS_TIMEOUT_S": "1"})
+        async with open_store(settings, attempts=2, delay_s=0.05):
+            pass
+
+    try:
+        asyncio.run(start())
+    except StoreUnavailable:
+        return
+    raise AssertionError("open_store succeeded against no cluster")
