@@ -184,13 +184,6 @@ class Store:
         except RedisError as exc:
             raise StoreUnavailable(f"storage unavailable: {type(exc).__name__}") from exc
 
-    async def start(self) -> None:
-        """Learn the cluster's slot map (nothing to learn on one Redis)."""
-        try:
-            await self.wire.start()
-        except RedisError as exc:
-            raise StoreUnavailable(f"storage unavailable: {type(exc).__name__}: {exc}") from exc
-
     async def ping(self) -> None:
         """Every master answers (one Redis: the one server); on a cluster, also reads cluster_state."""
         if not self.settings.cluster:
@@ -271,8 +264,9 @@ class Store:
         except (StoreUnavailable, Conflict):  # CONFIG is disabled on some managed Redis
             return None
         self.eviction_checked = True
-        for policy in sorted(policies & set(EVICTING_POLICIES))[:1]:
-            self.eviction_warning = (f"Redis maxmemory-policy is {policy}: it may evict stored messages; "
+        evicting = sorted(policies & set(EVICTING_POLICIES))
+        if evicting:
+            self.eviction_warning = (f"Redis maxmemory-policy is {evicting[0]}: it may evict stored messages; "
                                      "use noeviction (deploy/redis.conf)")
             log.warning(self.eviction_warning)
         return self.eviction_warning
@@ -736,8 +730,7 @@ async def open_store(settings: Settings, attempts: int = 5, delay_s: float = 0.5
     try:
         for attempt in range(1, attempts + 1):
             try:
-                await store.start()
-                await store.ping()
+                await store.ping()  # on a cluster, reads the slot map first
                 break
             except StoreUnavailable:
                 if attempt == attempts:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from hiredis import pack_command
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.crc import key_slot
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import AskError, MovedError, NoScriptError, RedisClusterException, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -33,7 +33,6 @@ log = logging.getLogger("godmode_store")
 _KEYLESS = frozenset({b"TIME", b"PING", b"SCRIPT", b"CONFIG", b"SCAN", b"WAIT", b"INFO", b"CLUSTER", b"ASKING",
                       b"DBSIZE"})
 MAX_REDIRECTS = 3  # MOVED/ASK answered again: a slot mid-migration must not loop
-SLOTS = 16384
 TOPOLOGY_REFRESH_S = 0.5  # at most one CLUSTER SLOTS per worker this often while a node is failing
 
 
@@ -103,10 +102,6 @@ class Link:
         await self.pool.disconnect()
 
 
-def _wait_command(replicas: int, timeout_ms: int) -> Command:
-    return ("WAIT", replicas, timeout_ms)
-
-
 def _check_wait(reply: Any, replicas: int) -> None:
     if isinstance(reply, ResponseError):
         raise reply
@@ -122,7 +117,7 @@ async def _send_with_scripts(link: Link, commands: Sequence[Command], scripts: M
                              wait_replicas: int = 0, wait_ms: int = 0) -> list[Any]:
     """Send a batch on one connection; rerun scripts the node does not know. With wait_replicas,
     every batch (the reruns too) ends in WAIT, and too few acknowledgements raise."""
-    wait = [_wait_command(wait_replicas, wait_ms)] if wait_replicas else []
+    wait: list[Command] = [("WAIT", wait_replicas, wait_ms)] if wait_replicas else []
     replies = await link.send(_packed([*commands, *wait]), len(commands) + len(wait))
     if wait:
         _check_wait(replies.pop(), wait_replicas)
@@ -157,8 +152,6 @@ def _asking(commands: Sequence[Command], i: int) -> bool:
 class ServerWire:
     """One Redis server (standalone mode)."""
 
-    mode = "standalone"
-
     def __init__(self, client: aioredis.Redis, timeout_s: float, scripts: Mapping[str, bytes]) -> None:
         self.client = client
         self.link = Link(client.connection_pool, timeout_s)
@@ -185,8 +178,6 @@ class ServerWire:
 
 class ClusterWire:
     """A Redis Cluster: redis-py's RedisCluster keeps the slot map; each node gets a Link."""
-
-    mode = "cluster"
 
     def __init__(self, cluster: RedisCluster, pool_for: Any, timeout_s: float, scripts: Mapping[str, bytes]) -> None:
         self.cluster = cluster
@@ -216,24 +207,29 @@ class ClusterWire:
     def node_of(self, key: str | bytes) -> ClusterNode:
         return self.cluster.nodes_manager.get_node_from_slot(key_slot(key.encode() if isinstance(key, str) else key))
 
-    def _route(self, commands: Sequence[Command]) -> dict[str, tuple[ClusterNode, list[int]]]:
+    def _route(self, commands: Sequence[Command], indexes: Sequence[int] | None = None,
+               pinned: Mapping[int, ClusterNode] | None = None) -> dict[str, tuple[ClusterNode, list[int]]]:
+        """The commands at `indexes` (default: all), grouped by node: a command's node is `pinned`'s
+        for it, else its key's; a keyless one goes with the next keyed one, or the previous at the end."""
+        order = range(len(commands)) if indexes is None else indexes
+        pinned = pinned or {}
         nodes: list[ClusterNode | None] = []
-        for command in commands:
-            key = self._key(command)
-            nodes.append(None if key is None else self.node_of(key))
+        for i in order:
+            key = self._key(commands[i])
+            nodes.append(pinned.get(i) or (None if key is None else self.node_of(key)))
         following: ClusterNode | None = None
-        for i in range(len(nodes) - 1, -1, -1):  # a keyless command goes with the next keyed one
-            if nodes[i] is None:
-                nodes[i] = following
+        for at in range(len(nodes) - 1, -1, -1):
+            if nodes[at] is None:
+                nodes[at] = following
             else:
-                following = nodes[i]
+                following = nodes[at]
         previous: ClusterNode | None = None
-        for i, found in enumerate(nodes):  # ... or the previous one at the end of a batch
+        for at, found in enumerate(nodes):
             if found is None:
-                nodes[i] = previous
-            previous = nodes[i]
+                nodes[at] = previous
+            previous = nodes[at]
         batches: dict[str, tuple[ClusterNode, list[int]]] = {}
-        for i, found in enumerate(nodes):
+        for i, found in zip(order, nodes, strict=True):
             target = found or self.cluster.get_primaries()[0]
             batches.setdefault(target.name, (target, []))[1].append(i)
         return batches
@@ -290,27 +286,20 @@ class ClusterWire:
         for _, indexes in batches.values():
             if resend & set(indexes):
                 resend |= {i for i in indexes if self._key(commands[i]) is None}
-        order = sorted(resend)
-        targets: dict[int, ClusterNode] = {}
-        for i in order:
-            error, key = replies[i], self._key(commands[i])
-            if isinstance(error, AskError) and not isinstance(error, MovedError):
-                targets[i] = self._node_at(error.host, int(error.port))
-            elif key is not None:
-                targets[i] = self.node_of(key)
-        keyed = [targets[i] for i in order if i in targets]
-        by_node: dict[str, tuple[ClusterNode, list[Command], list[int]]] = {}
-        for i in order:
-            # keyless: with the next keyed command, as _route sends it
-            target = targets.get(i) or next((targets[j] for j in order if j > i and j in targets), keyed[-1])
-            entry = by_node.setdefault(target.name, (target, [], []))
-            error = replies[i]
-            if isinstance(error, AskError) and not isinstance(error, MovedError):
-                entry[1].append(("ASKING",))
-                entry[2].append(-1)
-            entry[1].append(commands[i])
-            entry[2].append(i)
-        return list(by_node.values())
+        asked = {i: self._node_at(reply.host, int(reply.port)) for i in redirected
+                 if isinstance(reply := replies[i], AskError) and not isinstance(reply, MovedError)}
+        jobs = []
+        for target, indexes in self._route(commands, sorted(resend), asked).values():
+            batch: list[Command] = []
+            slots: list[int] = []
+            for i in indexes:
+                if i in asked:
+                    batch.append(("ASKING",))
+                    slots.append(-1)
+                batch.append(commands[i])
+                slots.append(i)
+            jobs.append((target, batch, slots))
+        return jobs
 
     def _node_at(self, host: str, port: int) -> ClusterNode:
         found = self.cluster.get_node(host=host, port=port)
@@ -335,8 +324,8 @@ class ClusterWire:
         first: dict[str, int] = {}
         for slot, holders in self.cluster.nodes_manager.slots_cache.items():
             if holders:
-                first[holders[0].name] = min(slot, first.get(holders[0].name, SLOTS))
-        return sorted(self.cluster.get_primaries(), key=lambda node: first.get(node.name, SLOTS))
+                first[holders[0].name] = min(slot, first.get(holders[0].name, REDIS_CLUSTER_HASH_SLOTS))
+        return sorted(self.cluster.get_primaries(), key=lambda node: first.get(node.name, REDIS_CLUSTER_HASH_SLOTS))
 
     def refresh_soon(self) -> None:
         """Re-read the slot map in the background (a node failed: its replica may be promoted)."""

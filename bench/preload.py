@@ -61,7 +61,6 @@ def preload(redis_url: str, settings: Settings, bodies: Iterable[dict[str, Any]]
         if settings.cluster:  # the service's own cluster wiring: slot map, one pipeline per node
             store = Store.from_settings(replace(settings, redis_url=redis_url))
             try:
-                await store.start()
                 return await Appender(None, settings, store=store).append(bodies)
             finally:
                 await store.close()
