@@ -116,3 +116,14 @@ def locate(rdb: Any, message_id: str, count: int = PARTITIONS) -> tuple[int, str
 def stored(rdb: Any, key: str, ts: int) -> list[bytes]:
     """Members of a message key with this whole-ms timestamp (scores are ts + a fraction)."""
     return list(rdb.zrange(key, ts, f"({ts + 1}", byscore=True))
+
+
+def expected_member(plan: Any, ts: int, domain: str) -> bytes:
+    """The member append_message.lua must store for a plan, built independently of the app: its
+    head, the plan's middle, and _lib.lua's state tail."""
+    head = b'{"id":"%s","timestamp":%d,"domain":"%s",' % (plan.id.encode(), ts, domain.encode())
+    if not plan.status:
+        return head + plan.middle + b'"eqScore":%d}' % plan.eq_score
+    completed = b"%d" % ts if plan.status == "complete" else b"null"
+    return head + plan.middle + (b'"status":"%s","claimedBy":null,"claimedAt":null,"attempts":0,'
+                                 b'"completedAt":%s},"eqScore":%d}' % (plan.status.encode(), completed, plan.eq_score))

@@ -10,7 +10,16 @@ from redis.crc import key_slot
 from app import feed, keys, models
 from app.config import ConfigError, Settings, load_settings
 from app.errors import BadRequest
-from tests.helpers import GODMODE, GODMODE_COLOR, HUMAN, HUMAN_COLOR, ai_reply, godmode_question, human
+from tests.helpers import (
+    GODMODE,
+    GODMODE_COLOR,
+    HUMAN,
+    HUMAN_COLOR,
+    ai_reply,
+    expected_member,
+    godmode_question,
+    human,
+)
 
 S = Settings()
 
@@ -74,20 +83,10 @@ def test_session_id_on_another_entity_does_not_route_to_godmode() -> None:
     assert plan(ai_reply("q1", session_id="abc")).key.startswith("conv:")
 
 
-def stored_member(p: models.AppendPlan, ts: int, domain: str) -> bytes:
-    """The member append_message.lua stores: its head, the plan's middle, and _lib.lua's state tail."""
-    head = b'{"id":"%s","timestamp":%d,"domain":"%s",' % (p.id.encode(), ts, domain.encode())
-    if not p.status:
-        return head + p.middle + b'"eqScore":%d}' % p.eq_score
-    completed = b"%d" % ts if p.status == "complete" else b"null"
-    return head + p.middle + (b'"status":"%s","claimedBy":null,"claimedAt":null,"attempts":0,"completedAt":%s},'
-                              b'"eqScore":%d}' % (p.status.encode(), completed, p.eq_score))
-
-
 def test_stored_json_is_head_middle_state_tail() -> None:
     p = plan(ai_reply("q1", text='quote " and \\ and ünïcode', eqScore=7))
     assert p.status == "complete" and p.middle.endswith(b",") and not p.middle.startswith(b"{")
-    stored = models.decode(stored_member(p, 1766300000123, "x.app"))
+    stored = models.decode(expected_member(p, 1766300000123, "x.app"))
     assert stored["timestamp"] == 1766300000123 and stored["botParams"]["completedAt"] == 1766300000123
     assert stored["text"] == 'quote " and \\ and ünïcode' and stored["domain"] == "x.app" and stored["eqScore"] == 7
     assert list(stored)[:4] == ["id", "timestamp", "domain", "text"] and list(stored)[-1] == "eqScore"
@@ -96,7 +95,7 @@ def test_stored_json_is_head_middle_state_tail() -> None:
 
 def test_stored_json_of_a_queued_question_is_pending() -> None:
     p = plan(human())
-    stored = models.decode(stored_member(p, 5, "saywhatwant.app"))
+    stored = models.decode(expected_member(p, 5, "saywhatwant.app"))
     assert p.status == "pending" and stored["botParams"]["status"] == "pending"
     assert stored["botParams"]["claimedBy"] is None and stored["botParams"]["attempts"] == 0
     assert "context" not in stored  # kept with the queue entry, not in the key's bytes
@@ -104,7 +103,7 @@ def test_stored_json_of_a_queued_question_is_pending() -> None:
 
 def test_stored_json_without_bot_params_has_no_state() -> None:
     p = plan(human(entity=None))
-    stored = models.decode(stored_member(p, 5, "saywhatwant.app"))
+    stored = models.decode(expected_member(p, 5, "saywhatwant.app"))
     assert p.status == "" and "botParams" not in stored and stored["eqScore"] == 0
 
 

@@ -34,6 +34,7 @@ from tests.helpers import (
     HUMAN,
     HUMAN_COLOR,
     ai_reply,
+    expected_member,
     godmode_question,
     godmode_session_posts,
     human,
@@ -200,16 +201,6 @@ async def check_indexes(store: Store) -> None:
 
 
 # -- append_message -----------------------------------------------------------------------------
-
-
-def expected_member(plan: models.AppendPlan, ts: int, domain: str) -> bytes:
-    """The member the script must build: head, the plan's middle, _lib.lua's state tail."""
-    head = b'{"id":"%s","timestamp":%d,"domain":"%s",' % (plan.id.encode(), ts, domain.encode())
-    if not plan.status:
-        return head + plan.middle + b'"eqScore":%d}' % plan.eq_score
-    completed = b"%d" % ts if plan.status == "complete" else b"null"
-    return head + plan.middle + (b'"status":"%s","claimedBy":null,"claimedAt":null,"attempts":0,'
-                                 b'"completedAt":%s},"eqScore":%d}' % (plan.status.encode(), completed, plan.eq_score))
 
 
 async def test_append_message_first_write_creates_key_and_indexes(store: Store) -> None:
