@@ -15,6 +15,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -32,6 +33,7 @@ log = logging.getLogger("godmode_store")
 
 _KEYLESS = frozenset({b"TIME", b"PING", b"SCRIPT", b"CONFIG", b"SCAN", b"WAIT", b"INFO", b"CLUSTER", b"ASKING",
                       b"DBSIZE"})
+FLUSH_AT = 64  # batches waiting for the pass's write: past this many, write now and heed backpressure
 MAX_REDIRECTS = 3  # MOVED/ASK answered again: a slot mid-migration must not loop
 TOPOLOGY_REFRESH_S = 0.5  # at most one CLUSTER SLOTS per worker this often while a node is failing
 
@@ -102,6 +104,134 @@ class Link:
         await self.pool.disconnect()
 
 
+class _Trip:
+    """One batch's place in a Pipe: how many replies it waits for, and where they go."""
+
+    __slots__ = ("count", "future", "replies")
+
+    def __init__(self, count: int, future: asyncio.Future[list[Any]]) -> None:
+        self.count = count
+        self.future = future
+        self.replies: list[Any] = []
+
+
+class Pipe:
+    """One connection shared by every concurrent round trip (auto-pipelining, as centrifuge's
+    rueidis does): each batch is written as it comes, back to back, and replies are handed out in
+    order by one reader. Under load many requests then share a write and a read on both sides, which
+    was most of a round trip's CPU. Blocking commands (WAIT) must not go here: they hold up all.
+
+    A timeout or a broken connection fails every batch in flight (their replies would come to the
+    wrong caller otherwise); the next batch opens a new connection."""
+
+    def __init__(self, pool: Any, timeout_s: float) -> None:
+        self.pool = pool  # makes and configures the connection (auth, db, TLS); no slot of it is held
+        self.timeout_s = timeout_s
+        self._conn: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._opening: asyncio.Future[Any] | None = None
+        self._trips: deque[_Trip] = deque()
+        self._out: list[bytes] = []  # batches not yet written, in the order of _trips
+        self._closing: set[asyncio.Task[None]] = set()
+
+    async def send(self, packed: bytes, count: int) -> list[Any]:
+        conn = self._conn if self._conn is not None else await self._open()
+        if conn is not self._conn:  # lost while this caller waited for it to open
+            raise RedisConnectionError("connection lost while opening")
+        loop = asyncio.get_running_loop()
+        trip = _Trip(count, loop.create_future())
+        self._trips.append(trip)  # in write order: no await between the two
+        self._out.append(packed)
+        if len(self._out) == 1:  # the batches of every request run in this loop pass go out in one write
+            loop.call_soon(self._flush, conn)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                if len(self._out) > FLUSH_AT:
+                    self._flush(conn)
+                    await conn._writer.drain()
+                return await trip.future
+        except TimeoutError as exc:
+            late = RedisTimeoutError(f"no reply within {self.timeout_s} s")
+            self._broken(conn, late)
+            raise late from exc
+        except (OSError, AttributeError) as exc:  # written to a connection closed under us
+            lost = RedisConnectionError(f"connection lost while writing: {exc!r}")
+            self._broken(conn, lost)
+            raise lost from exc
+
+    def _flush(self, conn: Any) -> None:
+        if conn is not self._conn or not self._out:  # dropped (its round trips failed with it), or written
+            return
+        out, self._out = self._out, []
+        conn._writer.writelines(out)  # directly: redis-py's send_packed_command may defer it to a task
+
+    async def _open(self) -> Any:
+        if self._opening is None:  # one connect for every caller that finds the pipe closed
+            self._opening = asyncio.ensure_future(self._connect())
+        opening = self._opening
+        try:
+            return await asyncio.shield(opening)
+        finally:
+            if opening.done() and self._opening is opening:
+                self._opening = None
+
+    async def _connect(self) -> Any:
+        conn = self.pool.make_connection()
+        await conn.connect()
+        self._conn = conn
+        self._reader = asyncio.get_running_loop().create_task(self._read(conn))
+        return conn
+
+    async def _read(self, conn: Any) -> None:
+        trips = self._trips
+        try:
+            while True:
+                try:
+                    reply = await conn.read_response(timeout=math.inf, disconnect_on_error=False)
+                except ResponseError as exc:  # an error reply, read whole: it goes in its place
+                    reply = exc
+                if not trips:
+                    raise RedisConnectionError("a reply nobody asked for: the connection is out of step")
+                trip = trips[0]
+                trip.replies.append(reply)
+                if len(trip.replies) == trip.count:
+                    trips.popleft()
+                    if not trip.future.done():  # its caller may have given up (cancelled)
+                        trip.future.set_result(trip.replies)
+        except (RedisError, OSError) as exc:  # anything else: the callers' timeouts drop the connection
+            error = exc if isinstance(exc, RedisError) else RedisConnectionError(f"connection lost: {exc!r}")
+            self._broken(conn, error)
+
+    def _broken(self, conn: Any, error: Exception) -> None:
+        """Fail every batch in flight on `conn` and drop it (a later batch opens a new one)."""
+        if conn is not self._conn:
+            return  # already dropped
+        self._conn = None
+        self._out = []
+        trips, self._trips = self._trips, deque()
+        for trip in trips:
+            if not trip.future.done():
+                trip.future.set_exception(error)
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
+        closing = asyncio.get_running_loop().create_task(_disconnect(conn))
+        self._closing.add(closing)  # held until done: the loop keeps only weak references
+        closing.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._broken(self._conn, RedisConnectionError("closed"))
+        await asyncio.gather(*self._closing)
+
+
+async def _disconnect(conn: Any) -> None:
+    try:
+        await conn.disconnect(nowait=True)
+    except Exception:
+        log.debug("closing a connection failed", exc_info=True)
+
+
 def _check_wait(reply: Any, replicas: int) -> None:
     if isinstance(reply, ResponseError):
         raise reply
@@ -113,7 +243,7 @@ def _packed(commands: Sequence[Command]) -> bytes:
     return b"".join(pack_command(command) for command in commands)
 
 
-async def _send_with_scripts(link: Link, commands: Sequence[Command], scripts: Mapping[str, bytes],
+async def _send_with_scripts(link: Link | Pipe, commands: Sequence[Command], scripts: Mapping[str, bytes],
                              wait_replicas: int = 0, wait_ms: int = 0) -> list[Any]:
     """Send a batch on one connection; rerun scripts the node does not know. With wait_replicas,
     every batch (the reruns too) ends in WAIT, and too few acknowledgements raise."""
@@ -154,12 +284,14 @@ class ServerWire:
 
     def __init__(self, client: aioredis.Redis, timeout_s: float, scripts: Mapping[str, bytes]) -> None:
         self.client = client
-        self.link = Link(client.connection_pool, timeout_s)
+        self.link = Link(client.connection_pool, timeout_s)  # WAIT blocks its connection: not on the pipe
+        self.pipe = Pipe(client.connection_pool, timeout_s)
         self.scripts = scripts
 
     async def send(self, commands: Sequence[Command], *, node: Any = None, wait_replicas: int = 0,
                    wait_ms: int = 0) -> list[Any]:
-        return await _send_with_scripts(self.link, commands, self.scripts, wait_replicas, wait_ms)
+        way = self.link if wait_replicas else self.pipe
+        return await _send_with_scripts(way, commands, self.scripts, wait_replicas, wait_ms)
 
     def group(self, keys: Sequence[str]) -> list[list[int]]:
         """Indexes of `keys`, grouped by the node that holds them: one group here."""
@@ -172,12 +304,13 @@ class ServerWire:
         return [None]
 
     async def close(self) -> None:
+        await self.pipe.close()
         await self.link.close()
         await self.client.aclose()
 
 
 class ClusterWire:
-    """A Redis Cluster: redis-py's RedisCluster keeps the slot map; each node gets a Link."""
+    """A Redis Cluster: redis-py's RedisCluster keeps the slot map; each node gets a Pipe and a Link."""
 
     def __init__(self, cluster: RedisCluster, pool_for: Any, timeout_s: float, scripts: Mapping[str, bytes]) -> None:
         self.cluster = cluster
@@ -185,6 +318,7 @@ class ClusterWire:
         self.timeout_s = timeout_s
         self.scripts = scripts
         self.links: dict[str, Link] = {}
+        self.pipes: dict[str, Pipe] = {}
         self._started = False
         self._refreshed_at = -math.inf
         self._refresh: asyncio.Task[None] | None = None
@@ -203,6 +337,15 @@ class ClusterWire:
         if link is None:
             link = self.links[node.name] = Link(self.pool_for(node.host, int(node.port)), self.timeout_s)
         return link
+
+    def _way(self, node: ClusterNode, wait_replicas: int) -> Link | Pipe:
+        """A node's pipe; its own connection for a batch ending in WAIT, which blocks it."""
+        if wait_replicas:
+            return self._link(node)
+        pipe = self.pipes.get(node.name)
+        if pipe is None:
+            pipe = self.pipes[node.name] = Pipe(self._link(node).pool, self.timeout_s)
+        return pipe
 
     def node_of(self, key: str | bytes) -> ClusterNode:
         return self.cluster.nodes_manager.get_node_from_slot(key_slot(key.encode() if isinstance(key, str) else key))
@@ -253,7 +396,7 @@ class ClusterWire:
 
         async def one(target: ClusterNode, batch: list[Command], indexes: list[int]) -> None:
             try:
-                answers = await _send_with_scripts(self._link(target), batch, self.scripts, wait_replicas, wait_ms)
+                answers = await _send_with_scripts(self._way(target, wait_replicas), batch, self.scripts, wait_replicas, wait_ms)
             except (RedisConnectionError, RedisTimeoutError):
                 self.refresh_soon()
                 raise
@@ -344,6 +487,8 @@ class ClusterWire:
     async def close(self) -> None:
         if self._refresh is not None:
             self._refresh.cancel()
+        for pipe in self.pipes.values():
+            await pipe.close()
         for link in self.links.values():
             await link.close()
         await self.cluster.aclose()

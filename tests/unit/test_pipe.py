@@ -1,0 +1,96 @@
+"""app/wire.py's Pipe: concurrent round trips share one connection, and each gets its own replies,
+whatever fails around it. On a real redis-server; BLPOP stands in for a reply that is slow to come."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+from hiredis import pack_command
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.wire import Pipe
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture
+async def client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+def packed(*commands: tuple[object, ...]) -> bytes:
+    return b"".join(pack_command(command) for command in commands)
+
+
+async def test_concurrent_round_trips_each_get_their_own_replies_error_replies_in_place(
+        client: aioredis.Redis) -> None:
+    pipe = Pipe(client.connection_pool, 2.0)
+    try:
+        async def trip(i: int) -> list[object]:
+            big = b"x" * (i * 997 % 70_000 + 1)  # some replies span many reads
+            return await pipe.send(packed(("SET", f"k{i}", big), ("STRLEN", f"k{i}"), ("INCR", f"k{i}"),
+                                          ("ECHO", str(i))), 4)
+
+        results = await asyncio.gather(*(trip(i) for i in range(300)))
+        for i, (ok, length, incr, echo) in enumerate(results):
+            assert ok is True or ok == b"OK"
+            assert length == i * 997 % 70_000 + 1
+            assert isinstance(incr, ResponseError)  # INCR of a non-number: an error reply, in its place
+            assert echo == str(i).encode()
+        # One connection carried them all.
+        clients = await client.client_list()
+        assert len(clients) == 2  # the pipe's and this client's
+    finally:
+        await pipe.close()
+
+
+async def test_a_caller_that_gives_up_takes_no_one_elses_replies(client: aioredis.Redis) -> None:
+    pipe = Pipe(client.connection_pool, 2.0)
+    try:
+        slow = asyncio.ensure_future(pipe.send(packed(("BLPOP", "empty", "0.2"), ("ECHO", "slow")), 2))
+        await asyncio.sleep(0.05)
+        after = asyncio.ensure_future(pipe.send(packed(("ECHO", "after"),), 1))
+        slow.cancel()
+        assert await after == [b"after"]
+        assert await pipe.send(packed(("ECHO", "next"),), 1) == [b"next"]
+    finally:
+        await pipe.close()
+
+
+async def test_a_timeout_fails_the_round_trips_in_flight_and_the_next_one_reconnects(
+        client: aioredis.Redis) -> None:
+    pipe = Pipe(client.connection_pool, 0.3)
+    try:
+        stuck = asyncio.ensure_future(pipe.send(packed(("BLPOP", "empty", "0.6"),), 1))
+        await asyncio.sleep(0.05)
+        behind = asyncio.ensure_future(pipe.send(packed(("ECHO", "behind"),), 1))
+        with pytest.raises(RedisTimeoutError):
+            await stuck
+        with pytest.raises((RedisTimeoutError, RedisConnectionError)):
+            await behind  # its reply would have come after the stuck one's
+        await asyncio.sleep(0.4)
+        assert await pipe.send(packed(("ECHO", "again"),), 1) == [b"again"]
+    finally:
+        await pipe.close()
+
+
+async def test_a_killed_connection_fails_its_round_trips_and_the_next_one_reconnects(
+        client: aioredis.Redis) -> None:
+    pipe = Pipe(client.connection_pool, 2.0)
+    try:
+        await pipe.send(packed(("CLIENT", "SETNAME", "piped"),), 1)
+        waiting = asyncio.ensure_future(pipe.send(packed(("BLPOP", "empty", "1"), ("ECHO", "lost")), 2))
+        await asyncio.sleep(0.05)
+        await client.execute_command("CLIENT", "KILL", "SKIPME", "yes", "TYPE", "normal")
+        with pytest.raises(RedisConnectionError):
+            await waiting
+        assert await pipe.send(packed(("ECHO", "back"),), 1) == [b"back"]
+    finally:
+        await pipe.close()
