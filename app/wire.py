@@ -20,11 +20,20 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import hiredis
 import redis.asyncio as aioredis
 from hiredis import pack_command
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
-from redis.exceptions import AskError, MovedError, NoScriptError, RedisClusterException, RedisError, ResponseError
+from redis.exceptions import (
+    AskError,
+    InvalidResponse,
+    MovedError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -33,6 +42,7 @@ log = logging.getLogger("godmode_store")
 
 _KEYLESS = frozenset({b"TIME", b"PING", b"SCRIPT", b"CONFIG", b"SCAN", b"WAIT", b"INFO", b"CLUSTER", b"ASKING",
                       b"DBSIZE"})
+READ_SIZE = 1 << 16
 FLUSH_AT = 64  # batches waiting for the pass's write: past this many, write now and heed backpressure
 MAX_REDIRECTS = 3  # MOVED/ASK answered again: a slot mid-migration must not loop
 TOPOLOGY_REFRESH_S = 0.5  # at most one CLUSTER SLOTS per worker this often while a node is failing
@@ -105,24 +115,26 @@ class Link:
 
 
 class _Trip:
-    """One batch's place in a Pipe: how many replies it waits for, and where they go."""
+    """One batch's place in a Pipe: how many replies it waits for, where they go, and until when."""
 
-    __slots__ = ("count", "future", "replies")
+    __slots__ = ("count", "deadline", "future", "replies")
 
-    def __init__(self, count: int, future: asyncio.Future[list[Any]]) -> None:
+    def __init__(self, count: int, future: asyncio.Future[list[Any]], deadline: float) -> None:
         self.count = count
         self.future = future
+        self.deadline = deadline
         self.replies: list[Any] = []
 
 
 class Pipe:
     """One connection shared by every concurrent round trip (auto-pipelining, as centrifuge's
-    rueidis does): each batch is written as it comes, back to back, and replies are handed out in
-    order by one reader. Under load many requests then share a write and a read on both sides, which
-    was most of a round trip's CPU. Blocking commands (WAIT) must not go here: they hold up all.
+    rueidis does): batches are written back to back, once per event-loop pass, and one reader hands
+    the replies out in order. Under load many requests then share a write and a read on both sides,
+    which was most of a round trip's CPU. Blocking commands (WAIT) must not go here: they hold up all.
 
-    A timeout or a broken connection fails every batch in flight (their replies would come to the
-    wrong caller otherwise); the next batch opens a new connection."""
+    Replies come in order, so the oldest batch's deadline is the next to check: one timer per pipe,
+    not one per round trip. A timeout or a broken connection fails every batch in flight (their
+    replies would reach the wrong caller otherwise); the next batch opens a new connection."""
 
     def __init__(self, pool: Any, timeout_s: float) -> None:
         self.pool = pool  # makes and configures the connection (auth, db, TLS); no slot of it is held
@@ -132,6 +144,7 @@ class Pipe:
         self._opening: asyncio.Future[Any] | None = None
         self._trips: deque[_Trip] = deque()
         self._out: list[bytes] = []  # batches not yet written, in the order of _trips
+        self._watch: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[None]] = set()
 
     async def send(self, packed: bytes, count: int) -> list[Any]:
@@ -139,31 +152,40 @@ class Pipe:
         if conn is not self._conn:  # lost while this caller waited for it to open
             raise RedisConnectionError("connection lost while opening")
         loop = asyncio.get_running_loop()
-        trip = _Trip(count, loop.create_future())
+        trip = _Trip(count, loop.create_future(), loop.time() + self.timeout_s)
         self._trips.append(trip)  # in write order: no await between the two
         self._out.append(packed)
-        if len(self._out) == 1:  # the batches of every request run in this loop pass go out in one write
+        if len(self._out) == 1:  # every batch of this loop pass goes out in one write
             loop.call_soon(self._flush, conn)
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                if len(self._out) > FLUSH_AT:
-                    self._flush(conn)
-                    await conn._writer.drain()
-                return await trip.future
-        except TimeoutError as exc:
-            late = RedisTimeoutError(f"no reply within {self.timeout_s} s")
-            self._broken(conn, late)
-            raise late from exc
-        except (OSError, AttributeError) as exc:  # written to a connection closed under us
-            lost = RedisConnectionError(f"connection lost while writing: {exc!r}")
-            self._broken(conn, lost)
-            raise lost from exc
+        if self._watch is None:
+            self._watch = loop.call_at(trip.deadline, self._check, conn)
+        if len(self._out) > FLUSH_AT:
+            self._flush(conn)
+            try:
+                await conn._writer.drain()
+            except (OSError, AttributeError, RuntimeError) as exc:  # the connection was closed under us
+                lost = RedisConnectionError(f"connection lost while writing: {exc!r}")
+                self._broken(conn, lost)
+                raise lost from exc
+        return await trip.future
 
     def _flush(self, conn: Any) -> None:
         if conn is not self._conn or not self._out:  # dropped (its round trips failed with it), or written
             return
         out, self._out = self._out, []
         conn._writer.writelines(out)  # directly: redis-py's send_packed_command may defer it to a task
+
+    def _check(self, conn: Any) -> None:
+        """The timer: fail everything when the oldest batch is past its deadline, else wait for it."""
+        self._watch = None
+        if conn is not self._conn or not self._trips:
+            return
+        loop = asyncio.get_running_loop()
+        oldest = self._trips[0]
+        if loop.time() >= oldest.deadline:
+            self._broken(conn, RedisTimeoutError(f"no reply within {self.timeout_s} s"))
+        else:
+            self._watch = loop.call_at(oldest.deadline, self._check, conn)
 
     async def _open(self) -> Any:
         if self._opening is None:  # one connect for every caller that finds the pipe closed
@@ -179,28 +201,52 @@ class Pipe:
         conn = self.pool.make_connection()
         await conn.connect()
         self._conn = conn
-        self._reader = asyncio.get_running_loop().create_task(self._read(conn))
+        read = self._read_raw if _raw_stream(conn) else self._read_parsed
+        self._reader = asyncio.get_running_loop().create_task(read(conn))
         return conn
 
-    async def _read(self, conn: Any) -> None:
-        trips = self._trips
+    async def _read_raw(self, conn: Any) -> None:
+        """Replies parsed straight off the socket's bytes: one hiredis pass for all a read holds
+        (redis-py's read_response costs a coroutine and a timeout check per reply)."""
+        parser = hiredis.Reader(protocolError=InvalidResponse, replyError=conn._parser.parse_error)
+        stream: asyncio.StreamReader = conn._reader
+        try:
+            while True:
+                data = await stream.read(READ_SIZE)
+                if not data:
+                    raise RedisConnectionError("Redis closed the connection")
+                parser.feed(data)
+                while (reply := parser.gets()) is not False:
+                    if not isinstance(reply, hiredis.PushNotification):  # RESP3 pushes answer no command
+                        self._deliver(reply)
+        except (RedisError, OSError) as exc:
+            self._lost(conn, exc)
+
+    async def _read_parsed(self, conn: Any) -> None:
+        """Replies through the connection's own parser (a client that hands out parsed replies)."""
         try:
             while True:
                 try:
                     reply = await conn.read_response(timeout=math.inf, disconnect_on_error=False)
                 except ResponseError as exc:  # an error reply, read whole: it goes in its place
                     reply = exc
-                if not trips:
-                    raise RedisConnectionError("a reply nobody asked for: the connection is out of step")
-                trip = trips[0]
-                trip.replies.append(reply)
-                if len(trip.replies) == trip.count:
-                    trips.popleft()
-                    if not trip.future.done():  # its caller may have given up (cancelled)
-                        trip.future.set_result(trip.replies)
-        except (RedisError, OSError) as exc:  # anything else: the callers' timeouts drop the connection
-            error = exc if isinstance(exc, RedisError) else RedisConnectionError(f"connection lost: {exc!r}")
-            self._broken(conn, error)
+                self._deliver(reply)
+        except (RedisError, OSError) as exc:
+            self._lost(conn, exc)
+
+    def _deliver(self, reply: Any) -> None:
+        if not self._trips:
+            raise RedisConnectionError("a reply nobody asked for: the connection is out of step")
+        trip = self._trips[0]
+        trip.replies.append(reply)
+        if len(trip.replies) == trip.count:
+            self._trips.popleft()
+            if not trip.future.done():  # its caller may have given up (cancelled)
+                trip.future.set_result(trip.replies)
+
+    def _lost(self, conn: Any, exc: Exception) -> None:
+        # Anything else the reader raises: the timer drops the connection.
+        self._broken(conn, exc if isinstance(exc, RedisError) else RedisConnectionError(f"connection lost: {exc!r}"))
 
     def _broken(self, conn: Any, error: Exception) -> None:
         """Fail every batch in flight on `conn` and drop it (a later batch opens a new one)."""
@@ -212,6 +258,9 @@ class Pipe:
         for trip in trips:
             if not trip.future.done():
                 trip.future.set_exception(error)
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         reader, self._reader = self._reader, None
         if reader is not None and reader is not asyncio.current_task():
             reader.cancel()
@@ -223,6 +272,11 @@ class Pipe:
         if self._conn is not None:
             self._broken(self._conn, RedisConnectionError("closed"))
         await asyncio.gather(*self._closing)
+
+
+def _raw_stream(conn: Any) -> bool:
+    """True when the connection reads bytes off a socket (redis-py's; fakeredis hands out replies)."""
+    return isinstance(getattr(conn, "_reader", None), asyncio.StreamReader) and not conn.encoder.decode_responses
 
 
 async def _disconnect(conn: Any) -> None:

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 from hiredis import pack_command
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.wire import Pipe
@@ -47,6 +47,19 @@ async def test_concurrent_round_trips_each_get_their_own_replies_error_replies_i
         # One connection carried them all.
         clients = await client.client_list()
         assert len(clients) == 2  # the pipe's and this client's
+    finally:
+        await pipe.close()
+
+
+async def test_error_replies_keep_their_kind(client: aioredis.Redis) -> None:
+    """NOSCRIPT must stay a NoScriptError: the wire reloads scripts on it."""
+    pipe = Pipe(client.connection_pool, 2.0)
+    try:
+        missing, pushed, wrong = await pipe.send(
+            packed(("EVALSHA", "0" * 40, 0), ("LPUSH", "k", "v"), ("ZADD", "k", 1, "m")), 3)
+        assert isinstance(missing, NoScriptError)
+        assert pushed == 1
+        assert isinstance(wrong, ResponseError) and "WRONGTYPE" in str(wrong)
     finally:
         await pipe.close()
 
@@ -94,3 +107,21 @@ async def test_a_killed_connection_fails_its_round_trips_and_the_next_one_reconn
         assert await pipe.send(packed(("ECHO", "back"),), 1) == [b"back"]
     finally:
         await pipe.close()
+
+
+async def test_resp3_pushes_answer_no_round_trip(redis_server: RedisServer) -> None:
+    """A push (here a client-tracking invalidation) must not be taken for the next command's reply."""
+    resp3 = aioredis.Redis.from_url(redis_server.url, protocol=3)
+    other = aioredis.Redis.from_url(redis_server.url)
+    pipe = Pipe(resp3.connection_pool, 2.0)
+    try:
+        assert await pipe.send(packed(("CLIENT", "TRACKING", "ON"), ("GET", "tracked")), 2) == [b"OK", None]
+        await other.set("tracked", "changed")  # the server pushes an invalidation to the pipe's connection
+        await asyncio.sleep(0.05)
+        echo, info = await pipe.send(packed(("ECHO", "mine"), ("CLIENT", "TRACKINGINFO")), 2)
+        assert echo == b"mine"
+        assert b"on" in info[b"flags"]  # the same connection: not dropped as out of step and reopened
+    finally:
+        await pipe.close()
+        await resp3.aclose()
+        await other.aclose()
