@@ -9,8 +9,9 @@ time, so a follower that resumes at the page's end misses nothing.
 
 Each round reads at most `want` rows per partition; a partition with more rows is complete only
 up to just before its last row's timestamp, and the page may only hold rows up to the lowest such
-limit. Most pages need one round; when a partition far busier than the rest leaves the page under
-half full (in rows and in bytes), it gets a second, larger read.
+limit. The first round asks each partition for its share of recent pages (Store keeps the shares;
+evenly until it has seen some), plus 20 %. Most pages need one round; when a partition far busier
+than it was leaves the page under half full (in rows and in bytes), it gets a second, larger read.
 
 What a page reads is bounded by its byte budget too, using message sizes seen: the first round
 asks each partition for no more rows than the budget holds at the sizes of recent pages
@@ -24,6 +25,7 @@ from __future__ import annotations
 import math
 import re
 from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 
@@ -38,7 +40,9 @@ MAX_PAGE_BYTES = 2 * 1024 * 1024
 # most of a poll's Redis cost (~0.4 us per row), so the margin is small; a page cut short by an
 # uneven spread is still correct (hasMore), and only a page under half full reads again.
 WANT_SHARE = 1.2
-_TS = itemgetter(0)
+MIN_WANT = 4  # a partition quiet in recent pages still gets this many rows (+1) in the first round
+_TS = itemgetter(0)  # of a (timestamp, member) row
+_MEMBER = itemgetter(0)  # of a (member, score) reply pair
 CURSOR_VERSION = "c1"
 _BASE_RE = re.compile(r"-?[0-9a-z]{1,11}")
 _OFFSET_RE = re.compile(r"[0-9a-z]{1,11}")
@@ -69,18 +73,22 @@ class Page:
 
 class PageBuilder:
     def __init__(self, positions: tuple[int, ...], limit: int, max_bytes: int = MAX_PAGE_BYTES,
-                 row_bytes: float | None = None) -> None:
+                 row_bytes: float | None = None, shares: Sequence[float] | None = None) -> None:
+        """`shares`: each partition's part of recent pages (summing to about 1; Store keeps them),
+        so a few busy partitions get the first round's reads and the page rarely needs a second."""
         self.limit = limit
         self.max_bytes = max_bytes
-        share = WANT_SHARE * limit / len(positions)
+        rows: float = limit
         if row_bytes:  # big messages: the budget fills with fewer rows than `limit`
-            share = min(share, WANT_SHARE * max_bytes / (row_bytes * len(positions)))
-        want = max(4, math.ceil(share))
-        self.first_want = want
+            rows = min(rows, max_bytes / row_bytes)
+        spread = shares or (1 / len(positions),) * len(positions)
+        wants = [max(MIN_WANT, math.ceil(WANT_SHARE * rows * share)) for share in spread]
+        self.first_want = min(wants)
         self.read_rows = 0
         self.read_bytes = 0
+        self.delivered: tuple[int, ...] = ()  # rows the page holds from each partition (set by page())
         # Scores are timestamp + seq/1024 (lua/_lib.lua): "timestamp > p" is the inclusive min p + 1.
-        self.lanes = [_Lane(p, str(p + 1), want) for p in positions]
+        self.lanes = [_Lane(p, str(p + 1), want) for p, want in zip(positions, wants, strict=True)]
         self.bound = math.inf
         self.rounds = 0
 
@@ -98,7 +106,7 @@ class PageBuilder:
         """A ZRANGE ... WITHSCORES reply as (member, score) pairs, ascending, for one lane."""
         lane = self.lanes[index]
         cap = self.bound
-        size = sum(len(member) for member, _ in scored)
+        size = sum(map(len, map(_MEMBER, scored)))
         self.read_rows += len(scored)
         self.read_bytes += size
         if len(scored) > lane.want:
@@ -168,11 +176,13 @@ class PageBuilder:
         """Each lane's position after the page: its newest message delivered (or the mark it was
         reset to), not the page's end. A partition whose feed is deleted while it is quiet then
         comes back with a mark above the position, and its follower learns of the gap."""
-        out = []
+        out, counts = [], []
         for lane in self.lanes:
             delivered = bisect_right(lane.rows, end, key=_TS)
             newest = lane.rows[delivered - 1][0] if delivered else -1
             out.append(max(lane.position, newest, lane.mark))  # nothing at or below the mark is held
+            counts.append(delivered)
+        self.delivered = tuple(counts)
         return tuple(out)
 
 
@@ -214,13 +224,17 @@ def decode_cursor(cursor: str, partitions: int) -> tuple[tuple[int, ...], bool]:
     return positions, False
 
 
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+_DIGIT_PAIRS = [a + b for a in _DIGITS for b in _DIGITS]  # two digits per step: a cursor has 13 numbers
+
+
 def _b36(value: int) -> str:
     if value < 0:
         return "-" + _b36(-value)
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while True:
-        value, rem = divmod(value, 36)
-        out = digits[rem] + out
-        if value == 0:
-            return out
+    if value < 36:
+        return _DIGITS[value]
+    out = []
+    while value:
+        value, rem = divmod(value, 36 * 36)
+        out.append(_DIGIT_PAIRS[rem])
+    return "".join(reversed(out)).lstrip("0")

@@ -38,6 +38,8 @@ log = logging.getLogger("godmode_store")
 _RESEND = Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,))
 GLOBAL_SCORE_TTL_S = 1.0  # polls show a globalScore at most this old; summing it costs a read per partition
 HEALTH_MAX_AGE_S = 1.0  # /readyz answers from a PING at most this old: probes every few seconds never wait
+SHARE_WEIGHT = 0.5  # the newest page's spread over partitions counts half
+SHARE_MIN_ROWS = 8  # a page with fewer rows says nothing about the spread
 ROW_BYTES_WEIGHT = 0.5  # the newest page's mean row size counts half: a few polls follow a change of sizes
 EVICTING_POLICIES = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
 
@@ -93,6 +95,7 @@ class Store:
         self.partitions = keys.partitions(settings.partitions, settings.cluster)
         self._score_cache: tuple[float, int] = (-1.0, 0)
         self._row_bytes: float | None = None  # recent feed rows' mean size: bounds a poll's first reads
+        self._lane_shares: tuple[float, ...] = ()  # each partition's part of recent pages: sizes first reads
         self.eviction_warning: str | None = None
         self.eviction_checked = False
         self.cluster_state: str | None = None  # CLUSTER INFO's cluster_state, in cluster mode
@@ -386,7 +389,8 @@ class Store:
     async def read_feed(self, positions: tuple[int, ...], limit: int, type_mark: bytes | None) -> FeedPage:
         """One page of the global poll: native reads of each partition's feed, one round trip
         (rarely more, see feed.py), plus the summed globalScore when the cached one is stale."""
-        builder = PageBuilder(positions, limit, row_bytes=self._row_bytes)
+        shares = self._lane_shares if len(self._lane_shares) == len(positions) else None
+        builder = PageBuilder(positions, limit, row_bytes=self._row_bytes, shares=shares)
         stale = time.monotonic() - self._score_cache[0] > GLOBAL_SCORE_TTL_S
         requests = builder.requests()
         # TIME goes first to each node holding feeds (one on a single Redis): the page holds
@@ -420,7 +424,19 @@ class Store:
             mean = builder.read_bytes / builder.read_rows
             seen = self._row_bytes
             self._row_bytes = mean if seen is None else ROW_BYTES_WEIGHT * mean + (1 - ROW_BYTES_WEIGHT) * seen
-        return FeedPage(builder.page(type_mark), self._score_cache[1])
+        page = builder.page(type_mark)
+        self._learn_shares(builder.delivered)
+        return FeedPage(page, self._score_cache[1])
+
+    def _learn_shares(self, delivered: tuple[int, ...]) -> None:
+        """Each partition's part of recent pages, for the next polls' first reads (see feed.py)."""
+        total = sum(delivered)
+        if total < SHARE_MIN_ROWS:  # too few rows to say how the traffic spreads
+            return
+        now = [count / total for count in delivered]
+        seen = self._lane_shares
+        self._lane_shares = tuple(now if len(seen) != len(now) else
+                                  [SHARE_WEIGHT * a + (1 - SHARE_WEIGHT) * b for a, b in zip(now, seen, strict=True)])
 
     def _feed_read(self, index: int, start: str, count: int) -> tuple[Any, ...]:
         return ("ZRANGE", self.partitions[index].feed, start, "+inf", "BYSCORE", "LIMIT", 0, count, "WITHSCORES")

@@ -269,3 +269,27 @@ def test_page_builder_reads_of_big_messages_follow_the_byte_budget() -> None:
     warm, builder = run(builder.read_bytes / builder.read_rows)  # sizes seen: the reads follow the budget
     assert warm.messages and warm.has_more and stamps(warm) == stamps(cold)[: len(warm.messages)]
     assert builder.read_bytes <= 4 * 5 * 100_100  # at least 4 rows (+1) per partition, not 300
+
+
+def test_recent_shares_give_busy_partitions_the_first_round() -> None:
+    # Two of twelve partitions hold all the traffic (few humans active): an even first read leaves
+    # the page short and a second round trip reads on; with the spread of the previous page, one.
+    feeds = [feed_of(*range(1, 200, 2), tag="a"), feed_of(*range(2, 200, 2), tag="b")] + [[] for _ in range(10)]
+    positions = (0,) * 12
+
+    def run(shares: tuple[float, ...] | None) -> tuple[Page, PageBuilder, int]:
+        builder = PageBuilder(positions, 50, shares=shares)
+        builder.set_bound(1000)
+        for rounds in range(1, MAX_ROUNDS + 1):
+            for i, start, count in builder.requests():
+                builder.take(i, zrange(feeds[i], start, count))
+            if builder.finish_round():
+                return builder.page(), builder, rounds
+        raise AssertionError("unreachable")
+
+    even, builder, even_rounds = run(None)
+    assert builder.delivered[:2] == (25, 25) and sum(builder.delivered) == 50
+    shares = tuple(count / 50 for count in builder.delivered)
+    learned, _, learned_rounds = run(shares)
+    assert even_rounds > 1 and learned_rounds == 1
+    assert learned.messages == even.messages and learned.positions == even.positions
