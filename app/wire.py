@@ -190,12 +190,14 @@ class Pipe:
     async def _open(self) -> Any:
         if self._opening is None:  # one connect for every caller that finds the pipe closed
             self._opening = asyncio.ensure_future(self._connect())
-        opening = self._opening
-        try:
-            return await asyncio.shield(opening)
-        finally:
-            if opening.done() and self._opening is opening:
-                self._opening = None
+            # Forgotten when it ends, not when a caller resumes: if every caller gave up (cancelled),
+            # a later one would get this connect's connection, dropped since, or its old error.
+            self._opening.add_done_callback(self._opened)
+        return await asyncio.shield(self._opening)
+
+    def _opened(self, opening: asyncio.Future[Any]) -> None:
+        if self._opening is opening:
+            self._opening = None
 
     async def _connect(self) -> Any:
         conn = self.pool.make_connection()

@@ -125,3 +125,28 @@ async def test_resp3_pushes_answer_no_round_trip(redis_server: RedisServer) -> N
         await pipe.close()
         await resp3.aclose()
         await other.aclose()
+
+
+async def test_a_connect_whose_callers_all_gave_up_does_not_answer_a_later_one(client: aioredis.Redis) -> None:
+    """The connect goes on when its only caller is cancelled; once it is over, a later caller must
+    not be handed its (by then dropped) connection or its old error: it opens its own."""
+    pipe = Pipe(client.connection_pool, 2.0)
+    try:
+        gave_up = asyncio.ensure_future(pipe.send(packed(("CLIENT", "SETNAME", "piped"),), 1))
+        await asyncio.sleep(0)  # inside the connect
+        gave_up.cancel()
+        for _ in range(100):  # the connect finishes on its own
+            if pipe._conn is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert pipe._conn is not None
+        await pipe.send(packed(("CLIENT", "SETNAME", "piped"),), 1)
+        await client.execute_command("CLIENT", "KILL", "SKIPME", "yes", "TYPE", "normal")
+        for _ in range(100):  # the reader sees the connection go
+            if pipe._conn is None:
+                break
+            await asyncio.sleep(0.01)
+        assert pipe._conn is None
+        assert await pipe.send(packed(("ECHO", "fresh"),), 1) == [b"fresh"]
+    finally:
+        await pipe.close()
