@@ -271,6 +271,8 @@ class Pipe:
         closing.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
+        if self._opening is not None:  # a connect under way: let it end, then drop what it opened
+            await asyncio.wait([self._opening])
         if self._conn is not None:
             self._broken(self._conn, RedisConnectionError("closed"))
         await asyncio.gather(*self._closing)

@@ -150,3 +150,16 @@ async def test_a_connect_whose_callers_all_gave_up_does_not_answer_a_later_one(c
         assert await pipe.send(packed(("ECHO", "fresh"),), 1) == [b"fresh"]
     finally:
         await pipe.close()
+
+
+async def test_close_while_connecting_leaves_no_connection_open(client: aioredis.Redis) -> None:
+    pipe = Pipe(client.connection_pool, 2.0)
+    sending = asyncio.ensure_future(pipe.send(packed(("CLIENT", "SETNAME", "piped"),), 1))
+    await asyncio.sleep(0)  # inside the connect
+    await pipe.close()
+    with pytest.raises(RedisConnectionError):
+        await sending
+    await asyncio.sleep(0.05)
+    assert pipe._conn is None and pipe._reader is None
+    names = [c["name"] for c in await client.client_list()]
+    assert len(names) == 1, names  # only this client's own connection
