@@ -219,6 +219,8 @@ class Pipe:
                     raise RedisConnectionError("Redis closed the connection")
                 parser.feed(data)
                 while (reply := parser.gets()) is not False:
+                    if isinstance(reply, RedisConnectionError):  # -LOADING, -NOAUTH, ...: redis-py raises
+                        raise reply  # these (so does _read_parsed): the round trip fails, not a reply value
                     if not isinstance(reply, hiredis.PushNotification):  # RESP3 pushes answer no command
                         self._deliver(reply)
         except (RedisError, OSError) as exc:
