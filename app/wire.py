@@ -190,12 +190,14 @@ class Pipe:
     async def _open(self) -> Any:
         if self._opening is None:  # one connect for every caller that finds the pipe closed
             self._opening = asyncio.ensure_future(self._connect())
-        opening = self._opening
-        try:
-            return await asyncio.shield(opening)
-        finally:
-            if opening.done() and self._opening is opening:
-                self._opening = None
+            # Forgotten when it ends, not when a caller resumes: if every caller gave up (cancelled),
+            # a later one would get this connect's connection, dropped since, or its old error.
+            self._opening.add_done_callback(self._opened)
+        return await asyncio.shield(self._opening)
+
+    def _opened(self, opening: asyncio.Future[Any]) -> None:
+        if self._opening is opening:
+            self._opening = None
 
     async def _connect(self) -> Any:
         conn = self.pool.make_connection()
@@ -217,6 +219,8 @@ class Pipe:
                     raise RedisConnectionError("Redis closed the connection")
                 parser.feed(data)
                 while (reply := parser.gets()) is not False:
+                    if isinstance(reply, RedisConnectionError):  # -LOADING, -NOAUTH, ...: redis-py raises
+                        raise reply  # these (so does _read_parsed): the round trip fails, not a reply value
                     if not isinstance(reply, hiredis.PushNotification):  # RESP3 pushes answer no command
                         self._deliver(reply)
         except (RedisError, OSError) as exc:
@@ -269,6 +273,8 @@ class Pipe:
         closing.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
+        if self._opening is not None:  # a connect under way: let it end, then drop what it opened
+            await asyncio.wait([self._opening])
         if self._conn is not None:
             self._broken(self._conn, RedisConnectionError("closed"))
         await asyncio.gather(*self._closing)

@@ -4,13 +4,14 @@ whatever fails around it. On a real redis-server; BLPOP stands in for a reply th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 from hiredis import pack_command
+from redis.exceptions import BusyLoadingError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.wire import Pipe
@@ -125,3 +126,82 @@ async def test_resp3_pushes_answer_no_round_trip(redis_server: RedisServer) -> N
         await pipe.close()
         await resp3.aclose()
         await other.aclose()
+
+
+async def test_a_connect_whose_callers_all_gave_up_does_not_answer_a_later_one(client: aioredis.Redis) -> None:
+    """The connect goes on when its only caller is cancelled; once it is over, a later caller must
+    not be handed its (by then dropped) connection or its old error: it opens its own."""
+    pipe = Pipe(client.connection_pool, 2.0)
+    try:
+        gave_up = asyncio.ensure_future(pipe.send(packed(("CLIENT", "SETNAME", "piped"),), 1))
+        await asyncio.sleep(0)  # inside the connect
+        gave_up.cancel()
+        for _ in range(100):  # the connect finishes on its own
+            if pipe._conn is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert pipe._conn is not None
+        await pipe.send(packed(("CLIENT", "SETNAME", "piped"),), 1)
+        await client.execute_command("CLIENT", "KILL", "SKIPME", "yes", "TYPE", "normal")
+        for _ in range(100):  # the reader sees the connection go
+            if pipe._conn is None:
+                break
+            await asyncio.sleep(0.01)
+        assert pipe._conn is None
+        assert await pipe.send(packed(("ECHO", "fresh"),), 1) == [b"fresh"]
+    finally:
+        await pipe.close()
+
+
+async def test_close_while_connecting_leaves_no_connection_open(client: aioredis.Redis) -> None:
+    pipe = Pipe(client.connection_pool, 2.0)
+    sending = asyncio.ensure_future(pipe.send(packed(("CLIENT", "SETNAME", "piped"),), 1))
+    await asyncio.sleep(0)  # inside the connect
+    await pipe.close()
+    with pytest.raises(RedisConnectionError):
+        await sending
+    await asyncio.sleep(0.05)
+    assert pipe._conn is None and pipe._reader is None
+    names = [c["name"] for c in await client.client_list()]
+    assert len(names) == 1, names  # only this client's own connection
+
+
+@pytest.fixture(scope="module")
+def loading_server() -> Iterator[RedisServer]:
+    """A redis-server whose DEBUG RELOAD lasts long enough to be caught loading."""
+    server = RedisServer("--enable-debug-command", "local", "--loading-process-events-interval-bytes", "1024")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+async def test_an_error_reply_redis_py_raises_as_a_lost_connection_fails_the_round_trip(
+        loading_server: RedisServer) -> None:
+    """-LOADING (Redis restarted and reading its data back) parses to BusyLoadingError, a
+    ConnectionError: it must fail the round trip (the store answers 503, and retries), not come back
+    as a reply value (PING answered it would make /readyz say ready, a script's decode would fail)."""
+    client = aioredis.Redis.from_url(loading_server.url, protocol=3)
+    pipe = Pipe(client.connection_pool, 2.0)
+    await client.execute_command("DEBUG", "POPULATE", 200_000)
+    await pipe.send(packed(("PING",),), 1)
+    reload = asyncio.ensure_future(asyncio.to_thread(
+        redis.Redis(port=loading_server.port, socket_timeout=30).execute_command, "DEBUG", "RELOAD"))
+    try:
+        raised: list[Exception] = []
+        deadline = asyncio.get_running_loop().time() + 20
+        while not reload.done() and asyncio.get_running_loop().time() < deadline:
+            try:
+                replies = await pipe.send(packed(("PING",), ("GET", "key:1")), 2)
+            except RedisConnectionError as exc:
+                raised.append(exc)
+            else:
+                assert not any(isinstance(r, RedisConnectionError) for r in replies), replies
+            await asyncio.sleep(0.005)
+        await reload
+        assert any(isinstance(e, BusyLoadingError) for e in raised), raised  # the test met the loading
+        assert await pipe.send(packed(("GET", "key:1"),), 1) == [b"value:1"]
+    finally:
+        await asyncio.wait([reload], timeout=30)
+        await pipe.close()
+        await client.aclose()
