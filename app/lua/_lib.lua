@@ -93,10 +93,14 @@ local function find_member(key, ts, id)
   return nil
 end
 
+local function state_tail_of(status, claimed_by, claimed_at, attempts, completed_at, eq)
+  if status == '' then return '"eqScore":' .. eq .. '}' end
+  return '"status":"' .. status .. '","claimedBy":' .. claimed_by .. ',"claimedAt":' .. claimed_at ..
+    ',"attempts":' .. attempts .. ',"completedAt":' .. completed_at .. '},"eqScore":' .. eq .. '}'
+end
+
 local function state_tail(s)
-  if s.status == '' then return '"eqScore":' .. s.eq .. '}' end
-  return '"status":"' .. s.status .. '","claimedBy":' .. s.claimed_by .. ',"claimedAt":' .. s.claimed_at ..
-    ',"attempts":' .. s.attempts .. ',"completedAt":' .. s.completed_at .. '},"eqScore":' .. s.eq .. '}'
+  return state_tail_of(s.status, s.claimed_by, s.claimed_at, s.attempts, s.completed_at, s.eq)
 end
 
 local STATE = '"status":"(%a+)","claimedBy":(.-),"claimedAt":(%w+),"attempts":(%d+),"completedAt":(%w+)},"eqScore":(%d+)}$'

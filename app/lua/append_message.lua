@@ -35,16 +35,22 @@ local queued = rank_base ~= ''
 
 -- Read and check.
 local now, now_s = time_ms()
-local locs = redis.call('HMGET', ids, id, reply_to ~= '' and reply_to or id)
+local loc, parent_loc  -- location records of this id and of the replied-to one
+if reply_to ~= '' then
+  local locs = redis.call('HMGET', ids, id, reply_to)
+  loc, parent_loc = locs[1], locs[2]
+else
+  loc = redis.call('HGET', ids, id)
+end
 local lapsed = false
-if locs[1] then
+if loc then
   local lapses_at = redis.call('ZSCORE', lapses, id)
-  if not lapses_at or tonumber(lapses_at) > now then return {'duplicate', locs[1]} end
+  if not lapses_at or tonumber(lapses_at) > now then return {'duplicate', loc} end
   lapsed = true  -- its trimmed message's record ran out: the id is free again
 end
 if domain == '' then
   local _, parent_domain = nil, nil
-  if reply_to ~= '' and locs[2] then _, parent_domain = loc_parse(locs[2]) end
+  if parent_loc then _, parent_domain = loc_parse(parent_loc) end
   domain = parent_domain or default_domain
 end
 
@@ -67,10 +73,8 @@ if now <= clock then
   ts_s = int_s(ts)
 end
 local score = seq == 0 and ts_s or score_s(ts, seq)
-local state = {status = status, claimed_by = 'null', claimed_at = 'null', attempts = '0',
-               completed_at = status == 'complete' and ts_s or 'null', eq = eq_score}
 local member = '{"id":"' .. id .. '","timestamp":' .. ts_s .. ',"domain":"' .. domain .. '",' .. middle ..
-  state_tail(state)
+  state_tail_of(status, 'null', 'null', '0', status == 'complete' and ts_s or 'null', eq_score)
 local size = #member
 
 local card = redis.call('ZCARD', key)
@@ -82,7 +86,7 @@ if rec_total == nil or rec_count ~= card then  -- deleted, evicted or restored b
 end
 
 if size > max_bytes then return {'too_large', size, max_bytes, total} end
-local victims, victim_ids = {}, {}
+local victims, victim_ids = nil, nil  -- rows this append trims, and their ids
 local count = card
 if kind == 'godmode' then
   if total + size > max_bytes then return {'too_large', size, max_bytes, total} end
@@ -93,6 +97,7 @@ elseif count >= conv_window or total + size > max_bytes then
   end
   if inflight + size > max_bytes then return {'backlog', size, max_bytes, inflight} end
   -- Oldest first, skipping messages still pending or processing: those are never dropped.
+  victims, victim_ids = {}, {}
   local rank = 0
   while count >= conv_window or total + size > max_bytes do
     local at = rank == 0 and '0' or rank  -- a string: a number argument costs Redis a formatting
@@ -117,19 +122,18 @@ if session_member ~= '' then
   -- A session's messages are never trimmed: its first message stays first.
   first_score = card == 0 and score or redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]
 end
-if #victims > 0 then redis.call('ZCARD', lapses) end
 
--- Write.
+-- Write. lapses comes first: its type is checked by this first write when no read did.
 if lapsed then redis.call('ZREM', lapses, id) end
-if #victims > 0 then
+if victims and victims[1] then
   local expiry = int_s(now + tonumber(ttl_ms))
   local lapse_args = {}
   for i, row_id in ipairs(victim_ids) do
     lapse_args[2 * i - 1], lapse_args[2 * i] = expiry, row_id
   end
+  redis.call('ZADD', lapses, unpack(lapse_args))
   redis.call('ZREM', key, unpack(victims))
   feed_count = feed_count - redis.call('ZREM', feed, unpack(victims))
-  redis.call('ZADD', lapses, unpack(lapse_args))
   -- Forget idempotency records whose time is up: trims make one each, this sweeps up to 16.
   local lapsed_ids = redis.call('ZRANGE', lapses, '-inf', now_s, 'BYSCORE', 'LIMIT', '0', '16')
   if #lapsed_ids > 0 then
