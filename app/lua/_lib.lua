@@ -1,5 +1,6 @@
--- _lib: shared by every script (Store prepends it). The owner, on the Lua side, of three byte
--- formats that app/records.py owns on the Python side:
+-- _lib: shared by every script (Store prepends the top-level definitions each one uses, each with
+-- the comment above it). The owner, on the Lua side, of three byte formats that app/records.py owns
+-- on the Python side:
 --   location record  ids hash value   "<ts> <domain> <message key>"
 --   size record      sizes hash value "<bytes> <in-flight bytes> <count>"
 --   message state    the stored message's mutable tail (the rest of the JSON never changes):
