@@ -1,5 +1,6 @@
--- _lib: shared by every script (Store prepends it). The owner, on the Lua side, of three byte
--- formats that app/records.py owns on the Python side:
+-- _lib: shared by every script (Store prepends the top-level definitions each one uses, each with
+-- the comment above it). The owner, on the Lua side, of three byte formats that app/records.py owns
+-- on the Python side:
 --   location record  ids hash value   "<ts> <domain> <message key>"
 --   size record      sizes hash value "<bytes> <in-flight bytes> <count>"
 --   message state    the stored message's mutable tail (the rest of the JSON never changes):
@@ -11,9 +12,12 @@
 
 local MARK = '~'  -- feed member whose score is the newest timestamp the feed no longer holds
 
+-- Now in ms, as a number and as its decimal string: seconds .. the microseconds' zero-padded
+-- thousands, so the string costs no number formatting (the string is int_s(number)).
 local function time_ms()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local s = t[1] .. string.sub('00000' .. t[2], -6, -4)
+  return tonumber(s), s
 end
 
 local function num(value)  -- a stored counter; garbage reads as 0 and is overwritten
@@ -22,6 +26,17 @@ end
 
 local function int_s(value)
   return string.format('%.0f', value)
+end
+
+-- Whether a stored counter is already written as int_s writes it (so writing it again changes nothing).
+local function canonical(value)
+  return value == '0' or (value and #value < 16 and string.find(value, '^%-?[1-9]%d*$') ~= nil)
+end
+
+-- A stored counter moved by delta, as int_s writes it; nil when writing it would change nothing.
+local function counter_s(stored, delta)
+  if delta == 0 and canonical(stored) then return nil end
+  return int_s(num(stored) + delta)
 end
 
 local SEQ_PER_MS = 1024  -- 2^10: ts < 2^43 keeps ts + seq/1024 exact in a double
@@ -39,16 +54,28 @@ local function loc_parse(loc)  -- ts (string), domain, key
   return string.match(loc, '^(%d+) (%S+) (.+)$')
 end
 
-local function size_read(sizes, key)  -- nil when the key is not indexed
+local function size_pack(total_s, inflight_s, count_s)
+  return total_s .. ' ' .. inflight_s .. ' ' .. count_s
+end
+
+-- total, in-flight bytes as int_s writes them (unparsed: most appends only copy it), count; nil
+-- when the key is not indexed.
+local function size_read_s(sizes, key)
   local rec = redis.call('HGET', sizes, key)
   if not rec then return nil end
   local total, inflight, count = string.match(rec, '^(%d+) (%d+) (%d+)$')
   if not total then return nil end
-  return tonumber(total), tonumber(inflight), tonumber(count)
+  return tonumber(total), canonical(inflight) and inflight or int_s(tonumber(inflight)), tonumber(count)
+end
+
+local function size_read(sizes, key)  -- nil when the key is not indexed
+  local total, inflight, count = size_read_s(sizes, key)
+  if not total then return nil end
+  return total, tonumber(inflight), count
 end
 
 local function size_write(sizes, key, total, inflight, count)
-  redis.call('HSET', sizes, key, int_s(total) .. ' ' .. int_s(inflight) .. ' ' .. int_s(count))
+  redis.call('HSET', sizes, key, size_pack(int_s(total), int_s(inflight), int_s(count)))
 end
 
 local function message_id(member)
@@ -67,10 +94,14 @@ local function find_member(key, ts, id)
   return nil
 end
 
+local function state_tail_of(status, claimed_by, claimed_at, attempts, completed_at, eq)
+  if status == '' then return '"eqScore":' .. eq .. '}' end
+  return '"status":"' .. status .. '","claimedBy":' .. claimed_by .. ',"claimedAt":' .. claimed_at ..
+    ',"attempts":' .. attempts .. ',"completedAt":' .. completed_at .. '},"eqScore":' .. eq .. '}'
+end
+
 local function state_tail(s)
-  if s.status == '' then return '"eqScore":' .. s.eq .. '}' end
-  return '"status":"' .. s.status .. '","claimedBy":' .. s.claimed_by .. ',"claimedAt":' .. s.claimed_at ..
-    ',"attempts":' .. s.attempts .. ',"completedAt":' .. s.completed_at .. '},"eqScore":' .. s.eq .. '}'
+  return state_tail_of(s.status, s.claimed_by, s.claimed_at, s.attempts, s.completed_at, s.eq)
 end
 
 local STATE = '"status":"(%a+)","claimedBy":(.-),"claimedAt":(%w+),"attempts":(%d+),"completedAt":(%w+)},"eqScore":(%d+)}$'

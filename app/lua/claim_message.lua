@@ -27,8 +27,7 @@ local mode, target, worker, token, timeout_ms, requeue_max, stride = unpack(ARGV
 local wrong = ensure_types({pending, processing, feed}, {claims, contexts, ids, sizes, meta})
 if wrong then return wrong end
 
-local now = time_ms()
-local now_s = int_s(now)
+local now, now_s = time_ms()
 
 local function forget(id)
   redis.call('ZREM', pending, id)

@@ -33,7 +33,8 @@ if state.status == '' then return {'not_queued'} end
 if state.status ~= 'pending' and state.status ~= 'processing' then return {'done_already', state.status} end
 if token ~= '' and redis.call('HGET', claims, id) ~= token then return {'stale', state.status} end
 
-state.status, state.completed_at = 'complete', int_s(time_ms())
+local _, now_s = time_ms()
+state.status, state.completed_at = 'complete', now_s
 local new = state.prefix .. state_tail(state)
 replace_member(key, feed, state.score, member, new)
 local total, inflight, count = size_read(sizes, key)

@@ -14,7 +14,8 @@
 local conv, pair_sessions = unpack(KEYS)
 local key_prefix, key_suffix, min_score, limit, with_sessions = unpack(ARGV)
 limit = tonumber(limit)
-local before = '(' .. int_s(time_ms())
+local _, now_s = time_ms()
+local before = '(' .. now_s
 
 local gathered = {}
 local function take(key)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from app import keys, scripts
+from app import keys, scripts, store
 from app.keys import Partition
 
 LUA = resources.files("app").joinpath("lua")
@@ -115,3 +115,31 @@ def test_scripts_built_calls_send_one_partitions_keys(call: type[scripts.Call[An
     if call is scripts.PurgePartition:  # purge deletes every fixed key of the partition, sizes first
         assert set(sent) == set(p.own_keys()) and sent[0] == p.sizes
         assert built.args() == (p.sessions_prefix,)
+
+
+LIB = LUA.joinpath("_lib.lua").read_text("utf-8")
+
+
+def defined_names(lua: str) -> set[str]:
+    return {name for m in store._LUA_DEFINES.finditer(lua) for name in ([m[1]] if m[1] else m[2].split(", "))}
+
+
+def test_scripts_lib_prune_sees_every_top_level_definition() -> None:
+    """Store prepends only the _lib definitions a script uses: each top-level `local` is one it can
+    see, and keeping them all gives _lib back unchanged."""
+    tops = [line for line in LIB.splitlines() if line.startswith("local ")]
+    assert len(tops) == len(list(store._LUA_DEFINES.finditer(LIB))), tops
+    assert store._lib_for(LIB, LIB) == LIB
+
+
+@pytest.mark.parametrize("script", sorted(CONTRACTS))
+def test_scripts_lib_prune_keeps_what_the_script_uses(script: str) -> None:
+    """Every _lib name the sent source mentions is defined in it (a helper left out would fail only
+    when its path runs), and every definition sent is mentioned by the script or another one sent."""
+    source = store._SCRIPTS[script].source.decode()
+    body = LUA.joinpath(f"{script}.lua").read_text("utf-8")
+    lib = source[: len(source) - len(body)]
+    words = set(re.findall(r"[A-Za-z_]\w*", source))
+    assert words & defined_names(LIB) <= defined_names(lib), sorted(words & defined_names(LIB) - defined_names(lib))
+    for name in defined_names(lib):
+        assert len(re.findall(rf"\b{name}\b", source)) > 1, name  # its definition and a use
