@@ -132,7 +132,7 @@ class Partition:
         return f"feed:{self.tag}"
 
     @property
-    def ids(self) -> str:  # hash id -> location record (records.py)
+    def ids(self) -> str:  # hash id -> location record (lua/_lib.lua; scripts.parse_location)
         return f"ids:{self.tag}"
 
     @property

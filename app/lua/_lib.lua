@@ -1,6 +1,7 @@
 -- _lib: shared by every script (Store prepends the top-level definitions each one uses, each with
--- the comment above it). The owner, on the Lua side, of three byte formats that app/records.py owns
--- on the Python side:
+-- the comment above it). The owner of three byte formats (on the Python side, app/scripts.py's
+-- parse_location reads the location record and app/models.py's Message types the stored message;
+-- the size record lives in Lua only):
 --   location record  ids hash value   "<ts> <domain> <message key>"
 --   size record      sizes hash value "<bytes> <in-flight bytes> <count>"
 --   message state    the stored message's mutable tail (the rest of the JSON never changes):
@@ -168,12 +169,22 @@ local function in_queue(pending, processing, id)
   return redis.call('ZSCORE', pending, id) or redis.call('ZSCORE', processing, id)
 end
 
--- Bytes and in-flight bytes of a key, counted from the key itself and the queue.
+-- Bytes and in-flight bytes of a key, counted from the key itself and the queue (ZMSCORE per
+-- 256 messages: a key full of queued messages is a few calls, not two per message).
 local function derive_sizes(key, pending, processing)
   local total, inflight = 0, 0
-  for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do
-    total = total + #m
-    if in_queue(pending, processing, message_id(m)) then inflight = inflight + #m end
+  local rows = redis.call('ZRANGE', key, 0, -1)
+  for first = 1, #rows, 256 do
+    local last = math.min(first + 255, #rows)
+    local ids = {}
+    for i = first, last do ids[#ids + 1] = message_id(rows[i]) or '' end
+    local in_pending = redis.call('ZMSCORE', pending, unpack(ids))
+    local in_processing = redis.call('ZMSCORE', processing, unpack(ids))
+    for i = first, last do
+      local m = rows[i]
+      total = total + #m
+      if in_pending[i - first + 1] or in_processing[i - first + 1] then inflight = inflight + #m end
+    end
   end
   return total, inflight
 end

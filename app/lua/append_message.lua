@@ -96,20 +96,27 @@ elseif count >= conv_window or total + size > max_bytes then
     total, inflight = derive_sizes(key, pending, processing)  -- the queue may have moved behind us
   end
   if inflight + size > max_bytes then return {'backlog', size, max_bytes, inflight} end
-  -- Oldest first, skipping messages still pending or processing: those are never dropped.
+  -- Oldest first, skipping messages still pending or processing: those are never dropped. Read
+  -- in batches that double (1, 2, 4 ... 64 rows): usually the oldest row goes, and a head of many
+  -- queued messages costs a few calls per batch, not three per message.
   victims, victim_ids = {}, {}
-  local rank = 0
+  local from, batch = 0, 1
   while count >= conv_window or total + size > max_bytes do
-    local at = rank == 0 and '0' or rank  -- a string: a number argument costs Redis a formatting
-    local row = redis.call('ZRANGE', key, at, at)[1]
-    if not row then break end  -- everything left is in flight: the window yields, not the queue
-    local row_id = message_id(row)
-    if not in_queue(pending, processing, row_id) then
-      victims[#victims + 1] = row
-      victim_ids[#victim_ids + 1] = row_id
-      count, total = count - 1, total - #row
+    local rows = redis.call('ZRANGE', key, from, from + batch - 1)
+    if not rows[1] then break end  -- everything left is in flight: the window yields, not the queue
+    local row_ids = {}
+    for i, row in ipairs(rows) do row_ids[i] = message_id(row) or '' end
+    local in_pending = redis.call('ZMSCORE', pending, unpack(row_ids))
+    local in_processing = redis.call('ZMSCORE', processing, unpack(row_ids))
+    for i, row in ipairs(rows) do
+      if not (count >= conv_window or total + size > max_bytes) then break end
+      if not in_pending[i] and not in_processing[i] then
+        victims[#victims + 1] = row
+        victim_ids[#victim_ids + 1] = row_ids[i]
+        count, total = count - 1, total - #row
+      end
     end
-    rank = rank + 1
+    from, batch = from + #rows, math.min(batch * 2, 64)
   end
 end
 if queued then

@@ -352,6 +352,53 @@ async def test_append_message_many_in_flight_at_head_are_skipped(store: Store) -
     await check_indexes(store)
 
 
+async def test_append_message_behind_a_long_queue_costs_a_few_calls_not_three_per_queued(store: Store) -> None:
+    """A conversation whose oldest 250 messages wait for a bot: each append at the window used to
+    step over them one ZRANGE and two ZSCOREs at a time (~750 calls inside one script, blocking
+    Redis for everyone); batches that double keep it to a few calls per batch."""
+    if isinstance(store.redis, fakeredis.FakeAsyncRedis):
+        pytest.skip("counts commands with a real server's INFO commandstats")
+    store = with_settings(store, conv_window=260)
+    questions = [human(text=f"q{i}") for i in range(250)]
+    for q in questions:
+        await post_ok(store, q)
+    for i in range(10):
+        await post_ok(store, ai_reply(questions[0]["id"], f"a{i}"))
+
+    async def calls() -> int:
+        stats = await store.redis.info("commandstats")
+        return sum(int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_zrange", "cmdstat_zscore",
+                                                                       "cmdstat_zmscore"))
+
+    before = await calls()
+    await post_ok(store, ai_reply(questions[0]["id"], "over the window"))
+    assert await calls() - before <= 40
+    kept = await messages_in(store, CONV)
+    assert [m["id"] for m in kept[:250]] == [q["id"] for q in questions]  # the queue is never trimmed
+    assert kept[250]["text"] == "a1" and kept[-1]["text"] == "over the window"  # the oldest answer went
+    await check_indexes(store)
+
+
+async def test_a_refused_backlog_post_costs_a_few_calls_not_two_per_queued(store: Store) -> None:
+    """A conversation whose queued messages fill its bytes: every further POST is a 413 backlog, and
+    each re-counts the queue (it may have moved). That count was two ZSCOREs per message."""
+    if isinstance(store.redis, fakeredis.FakeAsyncRedis):
+        pytest.skip("counts commands with a real server's INFO commandstats")
+    store = with_settings(store, max_key_bytes=60_000)
+    while (result := await post(store, human(text="q" * 200))).status == "ok":
+        pass
+    assert result.status == "backlog" and len(await ids_in(store, CONV)) > 50
+
+    async def calls() -> int:
+        stats = await store.redis.info("commandstats")
+        return sum(int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_zscore", "cmdstat_zmscore"))
+
+    before = await calls()
+    assert (await post(store, human(text="q" * 200))).status == "backlog"
+    assert await calls() - before <= 10
+    await check_indexes(store)
+
+
 async def test_append_message_window_yields_when_everything_is_in_flight(store: Store) -> None:
     store = with_settings(store, conv_window=3)
     questions = [human(text=f"q{i}") for i in range(5)]
