@@ -4,7 +4,7 @@ whatever fails around it. On a real redis-server; BLPOP stands in for a reply th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import redis
@@ -26,88 +26,87 @@ async def client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
+@pytest.fixture
+async def pipes(client: aioredis.Redis) -> AsyncIterator[Callable[..., Pipe]]:
+    """Pipes over the client's pool, closed when the test ends."""
+    opened: list[Pipe] = []
+
+    def open_pipe(timeout_s: float = 2.0) -> Pipe:
+        opened.append(Pipe(client.connection_pool, timeout_s))
+        return opened[-1]
+
+    yield open_pipe
+    for pipe in opened:
+        await pipe.close()
+
+
 def packed(*commands: tuple[object, ...]) -> bytes:
     return b"".join(pack_command(command) for command in commands)
 
 
 async def test_concurrent_round_trips_each_get_their_own_replies_error_replies_in_place(
-        client: aioredis.Redis) -> None:
-    pipe = Pipe(client.connection_pool, 2.0)
-    try:
-        async def trip(i: int) -> list[object]:
-            big = b"x" * (i * 997 % 70_000 + 1)  # some replies span many reads
-            return await pipe.send(packed(("SET", f"k{i}", big), ("STRLEN", f"k{i}"), ("INCR", f"k{i}"),
-                                          ("ECHO", str(i))), 4)
+        client: aioredis.Redis, pipes: Callable[..., Pipe]) -> None:
+    pipe = pipes()
+    async def trip(i: int) -> list[object]:
+        big = b"x" * (i * 997 % 70_000 + 1)  # some replies span many reads
+        return await pipe.send(packed(("SET", f"k{i}", big), ("STRLEN", f"k{i}"), ("INCR", f"k{i}"),
+                                      ("ECHO", str(i))), 4)
 
-        results = await asyncio.gather(*(trip(i) for i in range(300)))
-        for i, (ok, length, incr, echo) in enumerate(results):
-            assert ok is True or ok == b"OK"
-            assert length == i * 997 % 70_000 + 1
-            assert isinstance(incr, ResponseError)  # INCR of a non-number: an error reply, in its place
-            assert echo == str(i).encode()
-        # One connection carried them all.
-        clients = await client.client_list()
-        assert len(clients) == 2  # the pipe's and this client's
-    finally:
-        await pipe.close()
+    results = await asyncio.gather(*(trip(i) for i in range(300)))
+    for i, (ok, length, incr, echo) in enumerate(results):
+        assert ok is True or ok == b"OK"
+        assert length == i * 997 % 70_000 + 1
+        assert isinstance(incr, ResponseError)  # INCR of a non-number: an error reply, in its place
+        assert echo == str(i).encode()
+    # One connection carried them all.
+    clients = await client.client_list()
+    assert len(clients) == 2  # the pipe's and this client's
 
 
-async def test_error_replies_keep_their_kind(client: aioredis.Redis) -> None:
+async def test_error_replies_keep_their_kind(pipes: Callable[..., Pipe]) -> None:
     """NOSCRIPT must stay a NoScriptError: the wire reloads scripts on it."""
-    pipe = Pipe(client.connection_pool, 2.0)
-    try:
-        missing, pushed, wrong = await pipe.send(
-            packed(("EVALSHA", "0" * 40, 0), ("LPUSH", "k", "v"), ("ZADD", "k", 1, "m")), 3)
-        assert isinstance(missing, NoScriptError)
-        assert pushed == 1
-        assert isinstance(wrong, ResponseError) and "WRONGTYPE" in str(wrong)
-    finally:
-        await pipe.close()
+    pipe = pipes()
+    missing, pushed, wrong = await pipe.send(
+        packed(("EVALSHA", "0" * 40, 0), ("LPUSH", "k", "v"), ("ZADD", "k", 1, "m")), 3)
+    assert isinstance(missing, NoScriptError)
+    assert pushed == 1
+    assert isinstance(wrong, ResponseError) and "WRONGTYPE" in str(wrong)
 
 
-async def test_a_caller_that_gives_up_takes_no_one_elses_replies(client: aioredis.Redis) -> None:
-    pipe = Pipe(client.connection_pool, 2.0)
-    try:
-        slow = asyncio.ensure_future(pipe.send(packed(("BLPOP", "empty", "0.2"), ("ECHO", "slow")), 2))
-        await asyncio.sleep(0.05)
-        after = asyncio.ensure_future(pipe.send(packed(("ECHO", "after"),), 1))
-        slow.cancel()
-        assert await after == [b"after"]
-        assert await pipe.send(packed(("ECHO", "next"),), 1) == [b"next"]
-    finally:
-        await pipe.close()
+async def test_a_caller_that_gives_up_takes_no_one_elses_replies(pipes: Callable[..., Pipe]) -> None:
+    pipe = pipes()
+    slow = asyncio.ensure_future(pipe.send(packed(("BLPOP", "empty", "0.2"), ("ECHO", "slow")), 2))
+    await asyncio.sleep(0.05)
+    after = asyncio.ensure_future(pipe.send(packed(("ECHO", "after"),), 1))
+    slow.cancel()
+    assert await after == [b"after"]
+    assert await pipe.send(packed(("ECHO", "next"),), 1) == [b"next"]
 
 
 async def test_a_timeout_fails_the_round_trips_in_flight_and_the_next_one_reconnects(
-        client: aioredis.Redis) -> None:
-    pipe = Pipe(client.connection_pool, 0.3)
-    try:
-        stuck = asyncio.ensure_future(pipe.send(packed(("BLPOP", "empty", "0.6"),), 1))
-        await asyncio.sleep(0.05)
-        behind = asyncio.ensure_future(pipe.send(packed(("ECHO", "behind"),), 1))
-        with pytest.raises(RedisTimeoutError):
-            await stuck
-        with pytest.raises((RedisTimeoutError, RedisConnectionError)):
-            await behind  # its reply would have come after the stuck one's
-        await asyncio.sleep(0.4)
-        assert await pipe.send(packed(("ECHO", "again"),), 1) == [b"again"]
-    finally:
-        await pipe.close()
+        pipes: Callable[..., Pipe]) -> None:
+    pipe = pipes(0.3)
+    stuck = asyncio.ensure_future(pipe.send(packed(("BLPOP", "empty", "0.6"),), 1))
+    await asyncio.sleep(0.05)
+    behind = asyncio.ensure_future(pipe.send(packed(("ECHO", "behind"),), 1))
+    with pytest.raises(RedisTimeoutError):
+        await stuck
+    with pytest.raises((RedisTimeoutError, RedisConnectionError)):
+        await behind  # its reply would have come after the stuck one's
+    await asyncio.sleep(0.4)
+    assert await pipe.send(packed(("ECHO", "again"),), 1) == [b"again"]
 
 
 async def test_a_killed_connection_fails_its_round_trips_and_the_next_one_reconnects(
-        client: aioredis.Redis) -> None:
-    pipe = Pipe(client.connection_pool, 2.0)
-    try:
-        await pipe.send(packed(("CLIENT", "SETNAME", "piped"),), 1)
-        waiting = asyncio.ensure_future(pipe.send(packed(("BLPOP", "empty", "1"), ("ECHO", "lost")), 2))
-        await asyncio.sleep(0.05)
-        await client.execute_command("CLIENT", "KILL", "SKIPME", "yes", "TYPE", "normal")
-        with pytest.raises(RedisConnectionError):
-            await waiting
-        assert await pipe.send(packed(("ECHO", "back"),), 1) == [b"back"]
-    finally:
-        await pipe.close()
+        client: aioredis.Redis, pipes: Callable[..., Pipe]) -> None:
+    pipe = pipes()
+    await pipe.send(packed(("CLIENT", "SETNAME", "piped"),), 1)
+    waiting = asyncio.ensure_future(pipe.send(packed(("BLPOP", "empty", "1"), ("ECHO", "lost")), 2))
+    await asyncio.sleep(0.05)
+    await client.execute_command("CLIENT", "KILL", "SKIPME", "yes", "TYPE", "normal")
+    with pytest.raises(RedisConnectionError):
+        await waiting
+    assert await pipe.send(packed(("ECHO", "back"),), 1) == [b"back"]
 
 
 async def test_resp3_pushes_answer_no_round_trip(redis_server: RedisServer) -> None:
@@ -128,29 +127,27 @@ async def test_resp3_pushes_answer_no_round_trip(redis_server: RedisServer) -> N
         await other.aclose()
 
 
-async def test_a_connect_whose_callers_all_gave_up_does_not_answer_a_later_one(client: aioredis.Redis) -> None:
+async def test_a_connect_whose_callers_all_gave_up_does_not_answer_a_later_one(
+        client: aioredis.Redis, pipes: Callable[..., Pipe]) -> None:
     """The connect goes on when its only caller is cancelled; once it is over, a later caller must
     not be handed its (by then dropped) connection or its old error: it opens its own."""
-    pipe = Pipe(client.connection_pool, 2.0)
-    try:
-        gave_up = asyncio.ensure_future(pipe.send(packed(("CLIENT", "SETNAME", "piped"),), 1))
-        await asyncio.sleep(0)  # inside the connect
-        gave_up.cancel()
-        for _ in range(100):  # the connect finishes on its own
-            if pipe._conn is not None:
-                break
-            await asyncio.sleep(0.01)
-        assert pipe._conn is not None
-        await pipe.send(packed(("CLIENT", "SETNAME", "piped"),), 1)
-        await client.execute_command("CLIENT", "KILL", "SKIPME", "yes", "TYPE", "normal")
-        for _ in range(100):  # the reader sees the connection go
-            if pipe._conn is None:
-                break
-            await asyncio.sleep(0.01)
-        assert pipe._conn is None
-        assert await pipe.send(packed(("ECHO", "fresh"),), 1) == [b"fresh"]
-    finally:
-        await pipe.close()
+    pipe = pipes()
+    gave_up = asyncio.ensure_future(pipe.send(packed(("CLIENT", "SETNAME", "piped"),), 1))
+    await asyncio.sleep(0)  # inside the connect
+    gave_up.cancel()
+    for _ in range(100):  # the connect finishes on its own
+        if pipe._conn is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert pipe._conn is not None
+    await pipe.send(packed(("CLIENT", "SETNAME", "piped"),), 1)
+    await client.execute_command("CLIENT", "KILL", "SKIPME", "yes", "TYPE", "normal")
+    for _ in range(100):  # the reader sees the connection go
+        if pipe._conn is None:
+            break
+        await asyncio.sleep(0.01)
+    assert pipe._conn is None
+    assert await pipe.send(packed(("ECHO", "fresh"),), 1) == [b"fresh"]
 
 
 async def test_close_while_connecting_leaves_no_connection_open(client: aioredis.Redis) -> None:
