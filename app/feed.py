@@ -9,9 +9,10 @@ time, so a follower that resumes at the page's end misses nothing.
 
 Each round reads at most `want` rows per partition; a partition with more rows is complete only
 up to just before its last row's timestamp, and the page may only hold rows up to the lowest such
-limit. The first round asks each partition for its share of recent pages (Store keeps the shares;
-evenly until it has seen some), plus 20 %. Most pages need one round; when a partition far busier
-than it was leaves the page under half full (in rows and in bytes), it gets a second, larger read.
+limit. The first round asks each partition for its even share of the page plus 20 %, or for
+more where recent pages came mostly from it (Store keeps each partition's share). Most pages need
+one round; when a partition far busier than that leaves the page under half full (in rows and in
+bytes), it gets a second, larger read.
 
 What a page reads is bounded by its byte budget too, using message sizes seen: the first round
 asks each partition for no more rows than the budget holds at the sizes of recent pages
@@ -40,7 +41,7 @@ MAX_PAGE_BYTES = 2 * 1024 * 1024
 # most of a poll's Redis cost (~0.4 us per row), so the margin is small; a page cut short by an
 # uneven spread is still correct (hasMore), and only a page under half full reads again.
 WANT_SHARE = 1.2
-MIN_WANT = 4  # a partition quiet in recent pages still gets this many rows (+1) in the first round
+MIN_WANT = 4  # rows (+1) every partition gets in the first round at least
 _TS = itemgetter(0)  # of a (timestamp, member) row
 _MEMBER = itemgetter(0)  # of a (member, score) reply pair
 CURSOR_VERSION = "c1"
@@ -74,15 +75,18 @@ class Page:
 class PageBuilder:
     def __init__(self, positions: tuple[int, ...], limit: int, max_bytes: int = MAX_PAGE_BYTES,
                  row_bytes: float | None = None, shares: Sequence[float] | None = None) -> None:
-        """`shares`: each partition's part of recent pages (summing to about 1; Store keeps them),
-        so a few busy partitions get the first round's reads and the page rarely needs a second."""
+        """`shares`: each partition's part of recent pages (summing to about 1; Store keeps them):
+        a few busy partitions get more of the first round's reads, so the page rarely needs a second."""
         self.limit = limit
         self.max_bytes = max_bytes
         rows: float = limit
         if row_bytes:  # big messages: the budget fills with fewer rows than `limit`
             rows = min(rows, max_bytes / row_bytes)
-        spread = shares or (1 / len(positions),) * len(positions)
-        wants = [max(MIN_WANT, math.ceil(WANT_SHARE * rows * share)) for share in spread]
+        # Never below the even split: shares only add reads where recent pages were busy. A page
+        # cut short costs the real frontend messages (it polls `after` = its clock - 6 s whatever
+        # the page says), and traffic moves between partitions.
+        even = max(MIN_WANT, math.ceil(WANT_SHARE * rows / len(positions)))
+        wants = [max(even, math.ceil(WANT_SHARE * rows * share)) for share in shares or ()] or [even] * len(positions)
         self.first_want = min(wants)
         self.read_rows = 0
         self.read_bytes = 0

@@ -293,3 +293,21 @@ def test_recent_shares_give_busy_partitions_the_first_round() -> None:
     learned, _, learned_rounds = run(shares)
     assert even_rounds > 1 and learned_rounds == 1
     assert learned.messages == even.messages and learned.positions == even.positions
+
+
+def test_shares_of_past_pages_never_shrink_a_page_when_traffic_moves() -> None:
+    # Recent pages came all from partition 0; now six others hold the messages. The real frontend
+    # takes one page per poll whatever hasMore says: a page cut short would lose it messages.
+    feeds: list[Feed] = [[] for _ in range(12)]
+    for p in range(1, 7):
+        feeds[p] = feed_of(*range(p, 721, 6), tag=str(p))  # 120 messages each, interleaved
+    builder = PageBuilder((0,) * 12, 1000, shares=(1.0,) + (0.0,) * 11)
+    builder.set_bound(10_000)
+    while True:
+        for i, start, count in builder.requests():
+            builder.take(i, zrange(feeds[i], start, count))
+        if builder.finish_round():
+            break
+    page = builder.page()
+    even, _, _ = read(feeds, (0,) * 12, 1000, now_ms=10_000)
+    assert len(page.messages) == len(even.messages) and page.has_more == even.has_more
