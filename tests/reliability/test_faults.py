@@ -257,7 +257,13 @@ async def test_redis_stalled_past_the_timeout_answers_503_within_it(chaos: Chaos
                 assert r.status_code == 503 and r.headers["content-type"] == "application/json", r.text
             assert slowest < timeout_s * 2 + 0.6, f"a 503 took {slowest:.2f}s with REDIS_TIMEOUT_S={timeout_s}"
             thread.join()
-            first = (await client.post("/api/comments", json=body)).json()
+            # Back after the stall. The 0.4 s timeout is tight for an fsync-always Redis on a loaded
+            # machine: a 503 here is retried as a client would (Retry-After), within a bound.
+            deadline = time.monotonic() + 5
+            while (answer := await client.post("/api/comments", json=body)).status_code == 503:
+                assert time.monotonic() < deadline, "still 503 five seconds after the stall"
+                await asyncio.sleep(0.1)
+            first = answer.json()
             again = (await client.post("/api/comments", json=body)).json()
             assert first["status"] in ("success", "duplicate") and again["status"] == "duplicate"
             assert again["timestamp"] == first["timestamp"]
