@@ -164,9 +164,8 @@ class Pipe:
             try:
                 await conn._writer.drain()
             except (OSError, AttributeError, RuntimeError) as exc:  # the connection was closed under us
-                lost = RedisConnectionError(f"connection lost while writing: {exc!r}")
-                self._broken(conn, lost)
-                raise lost from exc
+                # Fails this trip too: awaiting it below raises the error (and nothing is left unread).
+                self._broken(conn, RedisConnectionError(f"connection lost while writing: {exc!r}"))
         return await trip.future
 
     def _flush(self, conn: Any) -> None:
@@ -198,6 +197,8 @@ class Pipe:
     def _opened(self, opening: asyncio.Future[Any]) -> None:
         if self._opening is opening:
             self._opening = None
+        if not opening.cancelled():
+            opening.exception()  # retrieved: with every caller gone, asyncio would log it as lost
 
     async def _connect(self) -> Any:
         conn = self.pool.make_connection()
