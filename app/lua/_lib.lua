@@ -169,21 +169,29 @@ local function in_queue(pending, processing, id)
   return redis.call('ZSCORE', pending, id) or redis.call('ZSCORE', processing, id)
 end
 
--- Bytes and in-flight bytes of a key, counted from the key itself and the queue (ZMSCORE per
--- 256 messages: a key full of queued messages is a few calls, not two per message).
+-- The ids of rows[first..last] and, by the same index, whether each waits in the queue (pending
+-- or processing): one ZMSCORE per queue zset, not two ZSCOREs per row.
+local function queued_rows(pending, processing, rows, first, last)
+  local ids, queued = {}, {}
+  for i = first, last do ids[#ids + 1] = message_id(rows[i]) or '' end
+  local in_pending = redis.call('ZMSCORE', pending, unpack(ids))
+  local in_processing = redis.call('ZMSCORE', processing, unpack(ids))
+  for i = 1, #ids do queued[i] = in_pending[i] or in_processing[i] end
+  return ids, queued
+end
+
+-- Bytes and in-flight bytes of a key, counted from the key itself and the queue (256 messages
+-- per queue lookup: a key full of queued messages is a few calls).
 local function derive_sizes(key, pending, processing)
   local total, inflight = 0, 0
   local rows = redis.call('ZRANGE', key, 0, -1)
   for first = 1, #rows, 256 do
     local last = math.min(first + 255, #rows)
-    local ids = {}
-    for i = first, last do ids[#ids + 1] = message_id(rows[i]) or '' end
-    local in_pending = redis.call('ZMSCORE', pending, unpack(ids))
-    local in_processing = redis.call('ZMSCORE', processing, unpack(ids))
+    local _, queued = queued_rows(pending, processing, rows, first, last)
     for i = first, last do
       local m = rows[i]
       total = total + #m
-      if in_pending[i - first + 1] or in_processing[i - first + 1] then inflight = inflight + #m end
+      if queued[i - first + 1] then inflight = inflight + #m end
     end
   end
   return total, inflight

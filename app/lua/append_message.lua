@@ -104,13 +104,10 @@ elseif count >= conv_window or total + size > max_bytes then
   while count >= conv_window or total + size > max_bytes do
     local rows = redis.call('ZRANGE', key, from, from + batch - 1)
     if not rows[1] then break end  -- everything left is in flight: the window yields, not the queue
-    local row_ids = {}
-    for i, row in ipairs(rows) do row_ids[i] = message_id(row) or '' end
-    local in_pending = redis.call('ZMSCORE', pending, unpack(row_ids))
-    local in_processing = redis.call('ZMSCORE', processing, unpack(row_ids))
+    local row_ids, queued = queued_rows(pending, processing, rows, 1, #rows)
     for i, row in ipairs(rows) do
       if not (count >= conv_window or total + size > max_bytes) then break end
-      if not in_pending[i] and not in_processing[i] then
+      if not queued[i] then
         victims[#victims + 1] = row
         victim_ids[#victim_ids + 1] = row_ids[i]
         count, total = count - 1, total - #row
