@@ -4,8 +4,8 @@ and the access log line."""
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 import time
 
 import structlog
@@ -23,7 +23,7 @@ def request_id(headers: list[tuple[bytes, bytes]]) -> str:
             if _REQUEST_ID_RE.fullmatch(value):
                 return value.decode()
             break
-    return secrets.token_hex(8)
+    return os.urandom(8).hex()  # secrets.token_hex(8), without its two Python layers
 
 
 class Observe:

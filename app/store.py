@@ -14,10 +14,11 @@ from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any, TypeVar
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
@@ -35,8 +36,6 @@ T = TypeVar("T")
 log = logging.getLogger("godmode_store")
 
 # A pooled connection that broke (Redis restarted) is replaced and the commands sent once more.
-# Connecting itself already retries under the client's Retry: nesting both multiplied the wait.
-_RESEND = Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,))
 GLOBAL_SCORE_TTL_S = 1.0  # polls show a globalScore at most this old; summing it costs a read per partition
 HEALTH_MAX_AGE_S = 1.0  # /readyz answers from a PING at most this old: probes every few seconds never wait
 SHARE_WEIGHT = 0.5  # the newest page's spread over partitions counts half
@@ -170,12 +169,12 @@ class Store:
         retried once; an error reply raises (or, with errors_as_values, comes back in its place).
         `durable` writes wait for REDIS_WAIT_REPLICAS replicas; `node` targets one cluster node."""
         wait = self.settings.redis_wait_replicas if durable else 0
-
-        async def attempt() -> list[Any]:
-            return await self.wire.send(commands, node=node, wait_replicas=wait, wait_ms=self.settings.wait_ms)
-
+        wait_ms = self.settings.wait_ms if wait else 0
         try:
-            replies = await _RESEND.call_with_retry(attempt, _no_op)
+            try:
+                replies = await self.wire.send(commands, node=node, wait_replicas=wait, wait_ms=wait_ms)
+            except RedisConnectionError:  # one resend, at once: connecting already retries with backoff
+                replies = await self.wire.send(commands, node=node, wait_replicas=wait, wait_ms=wait_ms)
         except NotReplicated as exc:
             raise StoreUnavailable(f"storage unavailable: {exc}") from exc
         except RedisError as exc:
@@ -188,27 +187,21 @@ class Store:
         return replies
 
     async def _eval_many(self, calls: Sequence[Call[T]], *, durable: bool = False) -> list[T]:
-        observer = Store.observer  # read on the class: an instance lookup would bind it as a method
-        if observer is None or not calls:
-            return await self._run_scripts(calls, durable)
-        start, ok = time.perf_counter(), False
-        try:
-            out = await self._run_scripts(calls, durable)
-            ok = True
-            return out
-        finally:
-            for name in dict.fromkeys(call.script for call in calls):
-                observer(name, time.perf_counter() - start, ok)
-
-    async def _run_scripts(self, calls: Sequence[Call[T]], durable: bool) -> list[T]:
         """Run scripts in one round trip (the wire loads any a node does not know and runs it again)."""
         if not calls:
             return []
-        commands = []
-        for call in calls:
-            script_keys = call.keys()
-            commands.append(("EVALSHA", _SCRIPTS[call.script].sha, len(script_keys), *script_keys, *call.args()))
-        replies = await self._wire(commands, durable=durable)
+        commands = [("EVALSHA", _SCRIPTS[call.script].sha, *call.keys_and_args()) for call in calls]
+        observer = Store.observer  # read on the class: an instance lookup would bind it as a method
+        if observer is None:
+            replies = await self._wire(commands, durable=durable)
+        else:
+            start, ok = time.perf_counter(), False
+            try:
+                replies = await self._wire(commands, durable=durable)
+                ok = True
+            finally:
+                for name in dict.fromkeys(call.script for call in calls):
+                    observer(name, time.perf_counter() - start, ok)
         return [call.decode(reply) for call, reply in zip(calls, replies, strict=True)]
 
     async def _eval(self, call: Call[T], *, durable: bool = False) -> T:
@@ -535,7 +528,7 @@ class Store:
         replies = await self._wire([("GET", keys.session_meta_key(rows[i].member.rsplit(":", 1)[1])) for i in wanted])
         out = list(rows)
         for i, meta in zip(wanted, replies, strict=True):
-            out[i] = replace(rows[i], meta=meta)
+            out[i] = msgspec.structs.replace(rows[i], meta=meta)
         return out
 
     # -- operations -----------------------------------------------------------------------------
@@ -748,10 +741,6 @@ def scored(reply: Any) -> list[Any]:
 
 def _with_partitions(settings: Settings, count: int) -> Settings:
     return replace(settings, partitions=count)
-
-
-async def _no_op(error: Exception) -> None:
-    return None
 
 
 def _store_error(exc: ResponseError) -> Exception:

@@ -12,7 +12,8 @@ __all__ = ["GODMODE", "GODMODE_COLOR", "HUMAN_COLOR", "godmode_question", "godmo
 
 _WORDS = ("the", "meaning", "of", "life", "is", "a", "question", "that", "every", "entity", "answers",
           "in", "its", "own", "way", "and", "God", "Mode", "asks", "them", "all", "at", "once")
-_CORPUS = " ".join(random.Random(0).choice(_WORDS) for _ in range(8000))  # ~32 KB to cut texts from
+_CORPUS_RNG = random.Random(0)
+_CORPUS = " ".join(_CORPUS_RNG.choice(_WORDS) for _ in range(8000))  # ~32 KB to cut texts from
 
 
 def text(rng: random.Random, size: int) -> str:
