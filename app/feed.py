@@ -44,6 +44,7 @@ WANT_SHARE = 1.2
 MIN_WANT = 4  # rows (+1) every partition gets in the first round at least
 _TS = itemgetter(0)  # of a (timestamp, member) row
 _MEMBER = itemgetter(0)  # of a (member, score) reply pair
+_ROW_MEMBER = itemgetter(1)  # of a (timestamp, member) row
 CURSOR_VERSION = "c1"
 _BASE_RE = re.compile(r"-?[0-9a-z]{1,11}")
 _OFFSET_RE = re.compile(r"[0-9a-z]{1,11}")
@@ -143,7 +144,7 @@ class PageBuilder:
         complete = [lane.rows[: bisect_right(lane.rows, limit_at, key=_TS)] for lane in self.lanes]
         if sum(map(len, complete)) * 2 >= self.limit:
             return True
-        return sum(len(member) for rows in complete for _, member in rows) * 2 >= self.max_bytes
+        return sum(len(member) for rows in complete for member in map(_ROW_MEMBER, rows)) * 2 >= self.max_bytes
 
     def _complete_to(self) -> float:
         return min(self.bound, *(lane.safe for lane in self.lanes))
@@ -171,7 +172,7 @@ class PageBuilder:
         if over is not None:  # the page's bytes are bounded too, cut between runs like the count
             rows, end, has_more = rows[:over], rows[over - 1][0], True
         end = max(end, start)
-        messages = [m for _, m in rows]
+        messages = list(map(_ROW_MEMBER, rows))
         if type_mark is not None:  # quotes inside JSON strings are escaped: the mark only matches the field
             messages = [m for m in messages if type_mark in m]
         return Page(messages, end, has_more, any(lane.mark >= 0 for lane in self.lanes), self._positions(end))
@@ -193,6 +194,8 @@ class PageBuilder:
 def _over_budget(rows: list[tuple[int, bytes]], max_bytes: int) -> int | None:
     """How many rows fit in max_bytes without splitting a run of equal timestamps (at least the
     first run, whatever its size), or None when all of them fit."""
+    if sum(map(len, map(_ROW_MEMBER, rows))) <= max_bytes:  # the usual page: summed in C
+        return None
     total = 0
     for i, (ts, member) in enumerate(rows):
         total += len(member)
