@@ -39,8 +39,11 @@ class Call(Struct, Generic[T], frozen=True):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "KEYS" in cls.__dict__:  # one C call gets them all (a genexpr per tuple was 4 µs an append)
-            cls._get_keys_and_args = attrgetter(*cls.KEYS, *cls.ARGV)
+        if "KEYS" in cls.__dict__ or "ARGV" in cls.__dict__:  # one C call gets them all (a genexpr was 4 µs)
+            names = (*cls.KEYS, *cls.ARGV)
+            get = attrgetter(*names)
+            # attrgetter is no descriptor: a class attribute as is; of one name it returns no tuple
+            cls._get_keys_and_args = get if len(names) > 1 else staticmethod(lambda call: (get(call),))
 
     def keys(self) -> tuple[Any, ...]:
         return self.keys_and_args()[1 : 1 + len(self.KEYS)]

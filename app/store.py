@@ -194,15 +194,16 @@ class Store:
         observer = Store.observer  # read on the class: an instance lookup would bind it as a method
         if observer is None:
             replies = await self._wire(commands, durable=durable)
-        else:
-            start, ok = time.perf_counter(), False
-            try:
-                replies = await self._wire(commands, durable=durable)
-                ok = True
-            finally:
-                for name in dict.fromkeys(call.script for call in calls):
-                    observer(name, time.perf_counter() - start, ok)
-        return [call.decode(reply) for call, reply in zip(calls, replies, strict=True)]
+            return [call.decode(reply) for call, reply in zip(calls, replies, strict=True)]
+        start, ok = time.perf_counter(), False
+        try:
+            replies = await self._wire(commands, durable=durable)
+            out = [call.decode(reply) for call, reply in zip(calls, replies, strict=True)]
+            ok = True  # a reply the contract cannot read counts as a failure too
+            return out
+        finally:
+            for name in dict.fromkeys(call.script for call in calls):
+                observer(name, time.perf_counter() - start, ok)
 
     async def _eval(self, call: Call[T], *, durable: bool = False) -> T:
         [result] = await self._eval_many([call], durable=durable)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from importlib import resources
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -115,6 +115,31 @@ def test_scripts_built_calls_send_one_partitions_keys(call: type[scripts.Call[An
     if call is scripts.PurgePartition:  # purge deletes every fixed key of the partition, sizes first
         assert set(sent) == set(p.own_keys()) and sent[0] == p.sizes
         assert built.args() == (p.sessions_prefix,)
+
+
+@pytest.mark.parametrize("call", [scripts.ClaimMessage, scripts.CompleteMessage, scripts.ScoreMessage,
+                                  scripts.PurgePartition])
+def test_scripts_evalsha_gets_the_key_count_then_keys_then_args_by_name(call: type[scripts.Call[Any]]) -> None:
+    built = _example(call, keys.partitions(12)[3])
+    by_name = tuple(getattr(built, name) for name in (*call.KEYS, *call.ARGV))
+    assert built.keys_and_args() == (len(call.KEYS), *by_name)
+
+
+class _OneKey(scripts.Call[int], frozen=True):
+    script: ClassVar[str] = "one_key"
+    KEYS: ClassVar[tuple[str, ...]] = ("key",)
+    ARGV: ClassVar[tuple[str, ...]] = ()
+    key: str
+
+
+class _OneKeyWithArg(_OneKey, frozen=True):
+    ARGV: ClassVar[tuple[str, ...]] = ("arg",)
+    arg: str = "a"
+
+
+def test_scripts_a_contract_of_one_name_or_with_inherited_keys_sends_them_whole() -> None:
+    assert _OneKey("conv:x").keys_and_args() == (1, "conv:x")  # not the key's characters
+    assert _OneKeyWithArg("conv:x", "7").keys_and_args() == (1, "conv:x", "7")  # ARGV alone overridden
 
 
 LIB = LUA.joinpath("_lib.lua").read_text("utf-8")

@@ -671,6 +671,20 @@ async def test_read_feed_followers_see_every_message_once_in_order(store: Store,
     assert seen == sent and pages == 5
 
 
+async def test_a_reply_its_contract_cannot_read_is_observed_as_a_failed_script(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[str, bool]] = []
+    monkeypatch.setattr(Store, "observer", lambda name, seconds, ok: seen.append((name, ok)))
+
+    def unreadable(self: Any, reply: Any) -> None:
+        raise ValueError(f"unexpected reply {reply!r}")
+
+    monkeypatch.setattr(scripts.ReadMessage, "decode", unreadable)
+    with pytest.raises(ValueError):
+        await store.read_message(store.partitions[0], "no-such-id")
+    assert seen == [("read_message", False)]  # the script-latency metric says ok="false"
+
+
 async def test_read_feed_equal_timestamps_are_never_split(store: Store) -> None:
     soon = int(time.time() * 1000) + 500  # time for six appends through fakeredis's Lua on a loaded machine
     for user in (HUMAN, OTHER):
