@@ -16,6 +16,7 @@ own results: --phases cluster --out bench/results/cluster).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 import platform
@@ -31,7 +32,7 @@ if __package__ in (None, ""):  # run as a script (`make bench`): make `bench`, `
 
 import redis
 
-from app.config import Settings
+from app.config import Settings, load_settings
 from bench import claims, cluster, drift, godmode_load, keyspace, pollcost, profile, ratio, raw_redis, report
 from bench.bare_app import POLL_DIR_ENV
 from bench.servers import BARE_APP, CEILING_APP, ROOT, SERVICE_APP, Gunicorn, RedisServer, start_gunicorn
@@ -129,7 +130,7 @@ def run_phases(args: argparse.Namespace, results: dict[str, Any]) -> None:
         stack.callback(server.close)
         client = redis.Redis.from_url(server.url)
         stack.callback(client.close)
-        settings = Settings(redis_url=server.url)  # what the workers load from the same environment
+        settings = load_settings({**os.environ, "REDIS_URL": server.url})  # what the workers load (PARTITIONS...)
         results["meta"] = meta(args, client)
         log(f"redis-server on {server.url}; starting the service ({args.workers} workers)")
         ours = start_gunicorn(SERVICE_APP, server.url, args.workers, raw_dir)
@@ -188,11 +189,11 @@ def run_phases(args: argparse.Namespace, results: dict[str, Any]) -> None:
             results["claims"] = claims.run(ours, client, server.url, settings, bots)
 
         if "cluster" in args.phases:
-            results["cluster"] = run_cluster(args, ours, server, client, raw_dir)
+            results["cluster"] = run_cluster(args, ours, server, client, settings, raw_dir)
 
 
 def run_cluster(args: argparse.Namespace, ours: Gunicorn, server: RedisServer, client: redis.Redis,
-                raw_dir: Path) -> dict[str, Any]:
+                settings: Settings, raw_dir: Path) -> dict[str, Any]:
     """The cluster phase: a private 3-master + 3-replica cluster and a second service on it, for
     this phase only; the standalone service and its redis-server are the other phases' own."""
     reason = cluster_support()
@@ -210,9 +211,9 @@ def run_cluster(args: argparse.Namespace, ours: Gunicorn, server: RedisServer, c
         log_dir.mkdir(parents=True, exist_ok=True)
         on_cluster = start_gunicorn(SERVICE_APP, nodes.url, args.workers, log_dir, extra_env={"REDIS_MODE": "cluster"})
         stack.callback(on_cluster.stop)
-        standalone = cluster.Deployment("standalone", ours, Settings(redis_url=server.url), {server.port: client})
-        clustered = cluster.Deployment("cluster", on_cluster, Settings(redis_url=nodes.url, redis_mode="cluster"),
-                                       masters)
+        standalone = cluster.Deployment("standalone", ours, settings, {server.port: client})
+        on_nodes = dataclasses.replace(settings, redis_url=nodes.url, redis_mode="cluster")
+        clustered = cluster.Deployment("cluster", on_cluster, on_nodes, masters)
         cfg = cluster.Config(load=Load(args.duration, args.warmup, args.connections, args.threads),
                              rounds=args.cluster_rounds,
                              godmode=godmode_load.Config(duration_s=args.godmode_duration, drain_s=args.drain),
