@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-import httpx
 import pytest
 import redis
 
@@ -24,13 +23,3 @@ def rdb(redis_server: RedisServer) -> redis.Redis:
     return client
 
 
-@pytest.fixture
-def keyname() -> Callable[[str], str]:
-    """A message key as this Redis holds it: on one Redis, the name itself (cluster: tests/cluster)."""
-    return lambda name: name
-
-
-@pytest.fixture
-def http(service: Service, rdb: redis.Redis) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=service.base_url, timeout=10) as client:
-        yield client

@@ -4,9 +4,8 @@ start, so this service cannot share the integration tests' server)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-import httpx
 import pytest
 import redis
 
@@ -40,12 +39,3 @@ def rdb(one_partition_redis: RedisServer) -> redis.Redis:
     return client
 
 
-@pytest.fixture
-def keyname() -> Callable[[str], str]:
-    return lambda name: name
-
-
-@pytest.fixture
-def http(service: Service, rdb: redis.Redis) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=service.base_url, timeout=10) as client:
-        yield client

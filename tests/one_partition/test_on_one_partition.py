@@ -7,31 +7,7 @@ from __future__ import annotations
 import httpx
 import redis
 
-from tests.integration.test_real_clients import (
-    test_bot_loop_processes_every_human_message_exactly_once,
-    test_frontend_poll_loop_sees_every_message_while_bots_write,
-    test_full_god_mode_session_as_the_bot_posts_it,
-)
-from tests.integration.test_seed_scenarios import (
-    test_1_session_isolation,
-    test_2_frontend_polling_sees_every_session_message,
-    test_3_unlimited_sessions_no_errors,
-    test_4_global_polling_mixes_godmode_and_normal,
-    test_5_backward_compatibility,
-    test_success_criteria_100_sessions_of_31_entities,
-)
-
-__all__ = [
-    "test_1_session_isolation",
-    "test_2_frontend_polling_sees_every_session_message",
-    "test_3_unlimited_sessions_no_errors",
-    "test_4_global_polling_mixes_godmode_and_normal",
-    "test_5_backward_compatibility",
-    "test_bot_loop_processes_every_human_message_exactly_once",
-    "test_frontend_poll_loop_sees_every_message_while_bots_write",
-    "test_full_god_mode_session_as_the_bot_posts_it",
-    "test_success_criteria_100_sessions_of_31_entities",
-]
+from tests.integration.portable import *  # collected here, against this package's service
 
 
 def test_the_store_has_one_partition_and_a_poll_cursor_one_position(http: httpx.Client, rdb: redis.Redis) -> None:
