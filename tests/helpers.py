@@ -83,29 +83,38 @@ def partitions(count: int = PARTITIONS) -> tuple[Any, ...]:
     return keys.partitions(count)
 
 
-def queue_sizes(rdb: Any, count: int = PARTITIONS) -> tuple[int, int]:
+def recorded_partitions(rdb: Any) -> int:
+    """The PARTITIONS the store was created with (recorded at the service's first start), or the
+    default when nothing is recorded (a test flushed the store)."""
+    from app import keys
+
+    recorded = rdb.get(keys.PARTITIONS_KEY)
+    return int(recorded) if recorded else PARTITIONS
+
+
+def queue_sizes(rdb: Any, count: int | None = None) -> tuple[int, int]:
     """(pending, processing) summed over every partition."""
     pipe = rdb.pipeline(transaction=False)
-    for p in partitions(count):
+    for p in partitions(count or recorded_partitions(rdb)):
         pipe.zcard(p.pending)
         pipe.zcard(p.processing)
     replies = pipe.execute()
     return sum(replies[0::2]), sum(replies[1::2])
 
 
-def stats(rdb: Any, count: int = PARTITIONS) -> dict[str, int]:
+def stats(rdb: Any, count: int | None = None) -> dict[str, int]:
     """Every partition's counters summed (what /api/admin/stats reports)."""
     out: dict[str, int] = {}
-    for p in partitions(count):
+    for p in partitions(count or recorded_partitions(rdb)):
         for field, value in rdb.hgetall(p.meta).items():
             if field not in (b"clock", b"seq"):
                 out[field.decode()] = out.get(field.decode(), 0) + int(value)
     return out
 
 
-def locate(rdb: Any, message_id: str, count: int = PARTITIONS) -> tuple[int, str] | None:
+def locate(rdb: Any, message_id: str, count: int | None = None) -> tuple[int, str] | None:
     """(timestamp, message key) of an id, from the partitions' id indexes."""
-    for p in partitions(count):
+    for p in partitions(count or recorded_partitions(rdb)):
         loc = rdb.hget(p.ids, message_id)
         if loc is not None:
             ts, _domain, key = loc.decode().split(" ", 2)

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from tests.redis_server import RedisServer
+from tests.reliability.harness import services
 from tests.service import Service
 
 ONE_PARTITION = {"PARTITIONS": "1", "FEED_WINDOW": "48000"}
@@ -27,6 +28,13 @@ def service(one_partition_redis: RedisServer) -> Iterator[Service]:
     svc = Service(one_partition_redis.url, ADMIN_TOKEN="one-partition-token", **ONE_PARTITION)
     yield svc
     svc.stop()
+
+
+@pytest.fixture(scope="session")
+def pair_of_services(one_partition_redis: RedisServer) -> Iterator[list[Service]]:
+    """Two gunicorn masters, 2 workers each, on the one-partition store (the reliability checks)."""
+    with services(one_partition_redis.url, 2, workers=2, ADMIN_TOKEN="one-partition-token", **ONE_PARTITION) as svcs:
+        yield svcs
 
 
 @pytest.fixture
