@@ -144,7 +144,7 @@ class PageBuilder:
         complete = [lane.rows[: bisect_right(lane.rows, limit_at, key=_TS)] for lane in self.lanes]
         if sum(map(len, complete)) * 2 >= self.limit:
             return True
-        return sum(len(member) for rows in complete for member in map(_ROW_MEMBER, rows)) * 2 >= self.max_bytes
+        return sum(map(_bytes_of, complete)) * 2 >= self.max_bytes
 
     def _complete_to(self) -> float:
         return min(self.bound, *(lane.safe for lane in self.lanes))
@@ -191,10 +191,15 @@ class PageBuilder:
         return tuple(out)
 
 
+def _bytes_of(rows: list[tuple[int, bytes]]) -> int:
+    """The messages' bytes, summed in C."""
+    return sum(map(len, map(_ROW_MEMBER, rows)))
+
+
 def _over_budget(rows: list[tuple[int, bytes]], max_bytes: int) -> int | None:
     """How many rows fit in max_bytes without splitting a run of equal timestamps (at least the
     first run, whatever its size), or None when all of them fit."""
-    if sum(map(len, map(_ROW_MEMBER, rows))) <= max_bytes:  # the usual page: summed in C
+    if _bytes_of(rows) <= max_bytes:  # the usual page
         return None
     total = 0
     for i, (ts, member) in enumerate(rows):

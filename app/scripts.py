@@ -1,8 +1,9 @@
 """One typed contract per Lua script: its KEYS and ARGV by name, and its reply decoded.
 
-Each contract is a frozen msgspec Struct (28 fields build in 0.3 µs; a frozen dataclass took 8) whose KEYS and ARGV tuples list field names in the order the
-script unpacks them (`local key, feed, ... = unpack(KEYS)` on its first lines; a test checks the
-two agree). Building a call is pure; Store runs it.
+Each contract is a frozen msgspec Struct (28 fields build in 0.3 µs; a frozen dataclass took 8)
+whose KEYS and ARGV tuples list field names in the order the script unpacks them (`local key,
+feed, ... = unpack(KEYS)` on its first lines; a test checks the two agree). Building a call is
+pure; Store runs it.
 """
 
 from __future__ import annotations

@@ -35,7 +35,6 @@ from .wire import ClusterWire, NotReplicated, ServerWire, node_url
 T = TypeVar("T")
 log = logging.getLogger("godmode_store")
 
-# A pooled connection that broke (Redis restarted) is replaced and the commands sent once more.
 GLOBAL_SCORE_TTL_S = 1.0  # polls show a globalScore at most this old; summing it costs a read per partition
 HEALTH_MAX_AGE_S = 1.0  # /readyz answers from a PING at most this old: probes every few seconds never wait
 SHARE_WEIGHT = 0.5  # the newest page's spread over partitions counts half
@@ -192,9 +191,6 @@ class Store:
             return []
         commands = [("EVALSHA", _SCRIPTS[call.script].sha, *call.keys_and_args()) for call in calls]
         observer = Store.observer  # read on the class: an instance lookup would bind it as a method
-        if observer is None:
-            replies = await self._wire(commands, durable=durable)
-            return [call.decode(reply) for call, reply in zip(calls, replies, strict=True)]
         start, ok = time.perf_counter(), False
         try:
             replies = await self._wire(commands, durable=durable)
@@ -202,8 +198,9 @@ class Store:
             ok = True  # a reply the contract cannot read counts as a failure too
             return out
         finally:
-            for name in dict.fromkeys(call.script for call in calls):
-                observer(name, time.perf_counter() - start, ok)
+            if observer is not None:
+                for name in dict.fromkeys(call.script for call in calls):
+                    observer(name, time.perf_counter() - start, ok)
 
     async def _eval(self, call: Call[T], *, durable: bool = False) -> T:
         [result] = await self._eval_many([call], durable=durable)

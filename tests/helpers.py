@@ -92,10 +92,15 @@ def recorded_partitions(rdb: Any) -> int:
     return int(recorded) if recorded else PARTITIONS
 
 
+def store_partitions(rdb: Any, count: int | None = None) -> tuple[Any, ...]:
+    """The partitions of the store `rdb` holds: `count` of them, else as many as it recorded."""
+    return partitions(count or recorded_partitions(rdb))
+
+
 def queue_sizes(rdb: Any, count: int | None = None) -> tuple[int, int]:
     """(pending, processing) summed over every partition."""
     pipe = rdb.pipeline(transaction=False)
-    for p in partitions(count or recorded_partitions(rdb)):
+    for p in store_partitions(rdb, count):
         pipe.zcard(p.pending)
         pipe.zcard(p.processing)
     replies = pipe.execute()
@@ -105,7 +110,7 @@ def queue_sizes(rdb: Any, count: int | None = None) -> tuple[int, int]:
 def stats(rdb: Any, count: int | None = None) -> dict[str, int]:
     """Every partition's counters summed (what /api/admin/stats reports)."""
     out: dict[str, int] = {}
-    for p in partitions(count or recorded_partitions(rdb)):
+    for p in store_partitions(rdb, count):
         for field, value in rdb.hgetall(p.meta).items():
             if field not in (b"clock", b"seq"):
                 out[field.decode()] = out.get(field.decode(), 0) + int(value)
@@ -114,7 +119,7 @@ def stats(rdb: Any, count: int | None = None) -> dict[str, int]:
 
 def locate(rdb: Any, message_id: str, count: int | None = None) -> tuple[int, str] | None:
     """(timestamp, message key) of an id, from the partitions' id indexes."""
-    for p in partitions(count or recorded_partitions(rdb)):
+    for p in store_partitions(rdb, count):
         loc = rdb.hget(p.ids, message_id)
         if loc is not None:
             ts, _domain, key = loc.decode().split(" ", 2)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from app import keys
 from tests.redis_server import RedisServer
 from tests.reliability.harness import services
 from tests.service import Service
@@ -42,8 +43,6 @@ def rdb(one_partition_redis: RedisServer) -> redis.Redis:
     client = redis.Redis(port=one_partition_redis.port)
     # Our own server: nothing here was created by anyone else. The recorded partition count stays.
     for key in client.scan_iter(count=1000):
-        if key != b"store:partitions":
+        if key != keys.PARTITIONS_KEY.encode():
             client.delete(key)
     return client
-
-

@@ -7,6 +7,7 @@ from __future__ import annotations
 import httpx
 import redis
 
+from app import keys
 from tests.integration.portable import *  # collected here, against this package's service
 from tests.reliability.test_cursor import test_cursor_followers_see_every_message_once_across_instances
 from tests.reliability.test_polling import test_two_instances_writers_and_pollers_nothing_lost_or_repeated
@@ -20,7 +21,7 @@ __all__ = [  # the portable tests come with the * import
 
 
 def test_the_store_has_one_partition_and_a_poll_cursor_one_position(http: httpx.Client, rdb: redis.Redis) -> None:
-    assert rdb.get("store:partitions") == b"1"
+    assert rdb.get(keys.PARTITIONS_KEY) == b"1"
     posted = http.post("/api/comments", json={"text": "hi", "username": "Human", "color": "080150227"})
     assert posted.status_code == 200, posted.text
     page = http.get("/api/comments", params={"after": 0}).json()

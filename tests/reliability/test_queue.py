@@ -14,7 +14,7 @@ import httpx
 import pytest
 import redis
 
-from tests.helpers import ai_reply, human, locate, partitions, queue_sizes, recorded_partitions, stored
+from tests.helpers import ai_reply, human, locate, queue_sizes, store_partitions, stored
 from tests.redis_server import RedisServer
 from tests.reliability.harness import Tally, clients, record, request, services
 from tests.service import Service
@@ -83,14 +83,15 @@ async def post_questions(http: Sequence[httpx.AsyncClient], ids: list[str], dead
 
 
 def assert_all_complete(rdb: redis.Redis, ids: list[str]) -> None:
+    layout = store_partitions(rdb)
     assert queue_sizes(rdb) == (0, 0)
-    assert all(rdb.hlen(p.contexts) == 0 and rdb.hlen(p.claims) == 0 for p in partitions(recorded_partitions(rdb)))
+    assert all(rdb.hlen(p.contexts) == 0 and rdb.hlen(p.claims) == 0 for p in layout)
     for mid in ids:
         where = locate(rdb, mid)
         assert where is not None, mid
         (raw,) = [r for r in stored(rdb, where[1], where[0]) if r.startswith(b'{"id":"%s"' % mid.encode())]
         assert b'"status":"complete"' in raw, raw
-    for p in partitions(recorded_partitions(rdb)):  # no in-flight bytes left behind
+    for p in layout:  # no in-flight bytes left behind
         assert all(int(v.split()[1]) == 0 for v in rdb.hvals(p.sizes))
 
 
